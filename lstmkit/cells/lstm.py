@@ -1,0 +1,67 @@
+"""The LSTM cell (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
+
+    i_t = sigmoid(xp_i + hp_i + w_ci * c_{t-1})      input gate: how much to write
+    f_t = sigmoid(xp_f + hp_f + w_cf * c_{t-1})      forget gate: how much of the cell to keep
+    g_t = tanh(xp_g + hp_g)                          candidate values
+    c_t = f_t * c_{t-1} + i_t * g_t                  the cell state carried along the sequence
+    o_t = sigmoid(xp_o + hp_o + w_co * c_t)          output gate (its peephole sees the new cell)
+    h_t = W_hr (o_t * tanh(LN_c(c_t)))               hidden state; W_hr only with proj_size > 0
+
+The w_c* terms are the peephole connections (Gers & Schmidhuber 2000), present only with
+peephole=True. With coupled=True (CIFG, Greff et al. 2017) there are no input-gate weights and
+i_t = 1 - f_t. LN_c is the layer norm on the cell of Ba et al. 2016, only with layer_norm=True.
+With every option off this is exactly torch.nn.LSTM's step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells.base import Cell, CellOptions, LayerParams, layer_norm
+from lstmkit.cells.gates import LSTM_GATES, lstm_layout, peephole_layout, split
+
+
+def lstm_pointwise(
+    pre: Tensor, c_prev: Tensor, peep: Tensor | None = None, coupled: bool = False
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The gate arithmetic. pre (B, G*H) = xp + hp; c_prev (B, H). Returns c_t and {i, f, g, o}."""
+    blocks = split(pre, lstm_layout(coupled))
+    w = split(peep, peephole_layout(coupled)) if peep is not None else {}
+    f = torch.sigmoid(blocks["f"] + w["f"] * c_prev if w else blocks["f"])
+    if coupled:
+        i = 1.0 - f
+    else:
+        i = torch.sigmoid(blocks["i"] + w["i"] * c_prev if w else blocks["i"])
+    g = torch.tanh(blocks["g"])
+    c = f * c_prev + i * g
+    o = torch.sigmoid(blocks["o"] + w["o"] * c if w else blocks["o"])
+    return c, {"i": i, "f": f, "g": g, "o": o}
+
+
+def lstm_output(c: Tensor, o: Tensor, p: LayerParams) -> Tensor:
+    """h_t = W_hr (o_t * tanh(LN_c(c_t))), (B, H) -> (B, H_out)."""
+    squashed = torch.tanh(c if p.ln_c_w is None else layer_norm(c, p.ln_c_w, p.ln_c_b))
+    h = o * squashed
+    return h if p.w_hr is None else h @ p.w_hr.t()
+
+
+class LSTMCellKind(Cell):
+    name = "LSTM"
+    state_names = ("h", "c")
+
+    def layout(self, opts: CellOptions) -> tuple[str, ...]:
+        return lstm_layout(opts.coupled)
+
+    def trace_gates(self, opts: CellOptions) -> tuple[str, ...]:
+        return LSTM_GATES
+
+    def step(
+        self, xp: Tensor, hp: Tensor, state: tuple[Tensor, ...], p: LayerParams, opts: CellOptions
+    ) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
+        _, c_prev = state
+        c, gates = lstm_pointwise(xp + hp, c_prev, p.w_peep, opts.coupled)
+        return (lstm_output(c, gates["o"], p), c), gates
+
+
+LSTM = LSTMCellKind()

@@ -1,0 +1,43 @@
+"""The `lstmkit` command: one entry point, one subcommand module per concern.
+
+Each module listed in COMMAND_MODULES defines `register(subparsers)`, which adds its
+subcommands and sets `func` on each parser. Adding a command is adding a module here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "lstmkit.cli.tour",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lstmkit",
+        description=(
+            "lstmkit: exact, inspectable and fast LSTM / GRU / RNN for PyTorch. "
+            "Run `lstmkit COMMAND --help` for the flags of each command."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Engines compute a RecurrentCall. `select` implements engine="auto" and says why it chose.
+
+| engine      | what it is                                        | supports                      |
+|-------------|---------------------------------------------------|-------------------------------|
+| "reference" | autograd through the readable cell steps          | everything                    |
+| "native"    | torch's own fused kernels (oneDNN / cuDNN)        | plain cells, weight drop      |
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
+
+log = logging.getLogger("lstmkit.engines")
+
+# One line per engine module; each defines exactly one Engine subclass.
+ENGINE_MODULES = (
+    "lstmkit.engines.reference",
+    "lstmkit.engines.native",
+)
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register(engine: Engine) -> Engine:
+    ENGINES[engine.name] = engine
+    return engine
+
+
+def _load() -> None:
+    for mod_name in ENGINE_MODULES:
+        mod = importlib.import_module(mod_name)
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Engine) and obj.__module__ == mod_name:
+                register(obj())
+
+
+_load()
+
+
+def check_engine_name(name: str) -> None:
+    if name != "auto" and name not in ENGINES:
+        raise ValueError(
+            f"unknown engine {name!r}; expected 'auto' or one of {sorted(ENGINES)}"
+        )
+
+
+def select(name: str, call: RecurrentCall) -> tuple[Engine, str]:
+    """The engine to run `call` and a sentence saying why."""
+    if name != "auto":
+        engine = ENGINES[name]
+        reason = engine.unsupported(call)
+        if reason is not None:
+            raise ValueError(
+                f"engine={name!r} cannot run this configuration: {reason}. "
+                f"Use engine='auto' (picks a capable engine) or engine='reference'."
+            )
+        return engine, f"engine={name!r} was requested"
+    skipped = []
+    for engine in sorted(ENGINES.values(), key=lambda e: -e.priority):
+        reason = engine.unsupported(call)
+        if reason is None:
+            why = f"auto chose {engine.name!r}"
+            if skipped:
+                why += " because " + "; ".join(skipped)
+            log.debug(why)
+            return engine, why
+        skipped.append(f"{engine.name!r} cannot: {reason}")
+    raise RuntimeError("no engine can run this call: " + "; ".join(skipped))  # reference can
+
+
+__all__ = ["ENGINES", "Engine", "RecurrentCall", "RecurrentResult", "register", "select"]

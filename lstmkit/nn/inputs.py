@@ -1,0 +1,152 @@
+"""Checking the user's input and turning it into the canonical form engines take, and back.
+
+Accepted, as torch.nn: a batched (T, B, I) tensor ((B, T, I) with batch_first), an unbatched
+(T, I) tensor, or a PackedSequence; optional initial states. Added: `lengths=` (B,) with a padded
+batch, equivalent to packing. Nothing is broadcast: every size, dtype and device must match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from lstmkit.trace import Trace
+
+
+@dataclass
+class Prepared:
+    """The canonical input plus what is needed to give the caller back their own layout."""
+
+    x: Tensor  # (T, B, I) or (B, T, I) with batch_first, in the caller's batch order
+    hx: tuple[Tensor, ...]  # each (L*D, B, *)
+    lengths: Tensor | None  # (B,) int64 on CPU
+    batched: bool
+    packed: PackedSequence | None  # the caller's PackedSequence, to pack the output alike
+
+
+def _check_tensor(what: str, t: Tensor, dtype: torch.dtype, device: torch.device) -> None:
+    if t.dtype != dtype:
+        raise ValueError(
+            f"{what} dtype ({t.dtype}) does not match weight dtype ({dtype}). "
+            f"Convert it: {what}.to({dtype}), or convert the model: model.to({t.dtype})"
+        )
+    if t.device != device:
+        raise ValueError(
+            f"{what} is on {t.device} but the weights are on {device}; "
+            f"move one of them: {what}.to('{device}') or model.to('{t.device}')"
+        )
+
+
+def _check_lengths(lengths, B: int, T: int) -> Tensor:
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.numel() != B:
+        raise ValueError(
+            f"lengths must be a 1-D tensor with one length per sequence: expected shape ({B},), "
+            f"got {tuple(lengths.shape)}"
+        )
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    lengths = lengths.to("cpu", torch.int64)
+    if B and (lengths.min() < 1 or lengths.max() > T):
+        raise ValueError(
+            f"every length must be in [1, {T}] (the padded sequence length), got "
+            f"min {int(lengths.min())}, max {int(lengths.max())}"
+        )
+    return lengths
+
+
+def prepare(module, input, hx, lengths) -> Prepared:
+    """Validate and canonicalise. `module` is a RecurrentBase (for sizes, dtype and device)."""
+    name = type(module).__name__
+    w = module.weight_ih_l0
+    packed = None
+    if isinstance(input, PackedSequence):
+        if lengths is not None:
+            raise ValueError("pass either a PackedSequence or lengths=, not both")
+        packed = input
+        _check_tensor("input", input.data, w.dtype, w.device)
+        if input.data.dim() != 2:
+            raise RuntimeError(f"input must have 2 dimensions, got {input.data.dim()}")
+        input, lengths = pad_packed_sequence(input, batch_first=module.batch_first)
+    elif not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor or a PackedSequence, got {type(input)}")
+    elif input.dim() not in (2, 3):
+        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+    if input.size(-1) != module.input_size:
+        raise RuntimeError(
+            f"input.size(-1) must be equal to input_size. Expected {module.input_size}, "
+            f"got {input.size(-1)}"
+        )
+    _check_tensor("input", input, w.dtype, w.device)
+    batched = input.dim() == 3
+    if not batched:
+        if lengths is not None:
+            raise ValueError("lengths= needs batched 3-D input; unbatched input is one sequence")
+        input = input.unsqueeze(0 if module.batch_first else 1)
+    B = input.size(0 if module.batch_first else 1)
+    T = input.size(1 if module.batch_first else 0)
+    if lengths is not None:
+        lengths = _check_lengths(lengths, B, T)
+    hx = _prepare_hx(module, hx, batched, B, w)
+    return Prepared(input, hx, lengths, batched, packed)
+
+
+def _prepare_hx(module, hx, batched: bool, B: int, w: Tensor) -> tuple[Tensor, ...]:
+    shapes = module.state_shapes(B)
+    if hx is None:
+        return tuple(torch.zeros(s, dtype=w.dtype, device=w.device) for s in shapes)
+    many = len(shapes) > 1
+    states = tuple(hx) if many else (hx,)
+    if many and (not isinstance(hx, (tuple, list)) or len(hx) != len(shapes)):
+        raise TypeError(f"{type(module).__name__}: hx must be a tuple (h_0, c_0) of two tensors")
+    if not many and not isinstance(hx, Tensor):
+        raise TypeError(f"{type(module).__name__}: hx must be a Tensor, got {type(hx)}")
+    want = 3 if batched else 2
+    if any(s.dim() != want for s in states):
+        dims = ", ".join(f"{s.dim()}-D" for s in states)
+        kind = "batched 3-D" if batched else "unbatched 2-D"
+        what = "hx and cx" if many else "hx"
+        raise RuntimeError(f"For {kind} input, {what} should also be {want}-D but got ({dims}) tensors")
+    if not batched:
+        states = tuple(s.unsqueeze(1) for s in states)
+    for i, (s, shape) in enumerate(zip(states, shapes)):
+        label = f"hidden[{i}]" if many else "hidden"
+        if tuple(s.shape) != shape:
+            raise RuntimeError(f"Expected {label} size {shape}, got {list(s.shape)}")
+        _check_tensor(f"hx[{i}]" if many else "hx", s, w.dtype, w.device)
+    return states
+
+
+def restore_output(module, prep: Prepared, output: Tensor, h_n: tuple[Tensor, ...]):
+    """Engine output -> the caller's form: packed back, or unbatched."""
+    if prep.packed is not None:
+        return _pack_like(prep.packed, output, prep.lengths, module.batch_first), h_n
+    if not prep.batched:
+        output = output.squeeze(0 if module.batch_first else 1)
+        h_n = tuple(h.squeeze(1) for h in h_n)
+    return output, h_n
+
+
+def _pack_like(ref: PackedSequence, padded: Tensor, lengths: Tensor, batch_first: bool):
+    """Pack `padded` (caller's batch order) with exactly ref's batch_sizes and indices."""
+    if ref.sorted_indices is not None:
+        bdim = 0 if batch_first else 1
+        padded = padded.index_select(bdim, ref.sorted_indices)
+        lengths = lengths.index_select(0, ref.sorted_indices.cpu())
+    data = pack_padded_sequence(padded, lengths, batch_first=batch_first).data
+    return PackedSequence(data, ref.batch_sizes, ref.sorted_indices, ref.unsorted_indices)
+
+
+def restore_trace(module, prep: Prepared, trace: Trace) -> Trace:
+    """Canonical (L, D, T, B, *) -> the caller's layout (see lstmkit.trace)."""
+    if module.batch_first:
+        trace = trace.map(lambda t: t.transpose(2, 3))
+    if not prep.batched:
+        trace = trace.map(lambda t: t.squeeze(2 if module.batch_first else 3))
+    trace.batch_first = module.batch_first
+    trace.batched = prep.batched
+    trace.lengths = prep.lengths
+    return trace
