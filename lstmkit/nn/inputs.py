@@ -74,7 +74,8 @@ def prepare(module, input, hx, lengths) -> Prepared:
     elif not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor or a PackedSequence, got {type(input)}")
     elif input.dim() not in (2, 3):
-        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        got = f"{input.dim()}D tensor" if name == "RNN" else f"{input.dim()}D"  # torch's words
+        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {got} instead")
     if input.size(-1) != module.input_size:
         raise RuntimeError(
             f"input.size(-1) must be equal to input_size. Expected {module.input_size}, "

@@ -1,0 +1,101 @@
+"""What the fused engine's backward passes share: the recurrent projection's gradient (per step
+and, for the weights, once after the loop), the previous-state stacks and the zoneout / length
+split of a state's gradient.
+
+Notation (per layer and direction, indexed by time t, visited in reverse processing order):
+    h_in_t = h_{t-1} * rmask                        recurrent dropout mask, or no mask
+    hp_t   = LN_hh(W_hh h_in_t) + b_hh              (B, G*H)
+    state_t = a_t * new_t + (1 - a_t) * state_{t-1} zoneout and lengths (see keep_coefficient)
+dhp_t is the gradient of the loss w.r.t. hp_t; the cell's backward computes it per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells.base import LN_EPS
+
+_ln_backward = torch.ops.aten.native_layer_norm_backward
+
+
+def previous_states(states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    """(T, B, *) states after each step -> the state each step started from (T, B, *)."""
+    if reverse:
+        return torch.cat([states[1:], s0.unsqueeze(0)])
+    return torch.cat([s0.unsqueeze(0), states[:-1]])
+
+
+def visit_order(T: int, reverse: bool) -> list[int]:
+    """Time indices in the order backward visits them (the forward's order, reversed)."""
+    return list(range(T)) if reverse else list(range(T - 1, -1, -1))
+
+
+def layer_norm_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and 1/std over the last dimension, as F.layer_norm computes them: (..., 1) each."""
+    _, mean, rstd = torch.native_layer_norm(x, [x.shape[-1]], None, None, LN_EPS)
+    return mean, rstd
+
+
+def layer_norm_input_grad(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, w, b) -> Tensor:
+    """d loss / d x of y = LN(x) * w + b, for one step (the gain's gradient is batched later)."""
+    return _ln_backward(dy, x, [x.shape[-1]], mean, rstd, w, b, [True, False, False])[0]
+
+
+def add_all(*terms: Tensor | None) -> Tensor | None:
+    """Sum of the terms that are not None (None if all are)."""
+    total = None
+    for term in terms:
+        if term is not None:
+            total = term if total is None else total + term
+    return total
+
+
+class RecurrentProjectionGrad:
+    """Backward of hp_t = LN_hh(W_hh (h_{t-1} * rmask)) + b_hh for all steps of one direction."""
+
+    def __init__(self, cfg, h_prev: Tensor) -> None:
+        p, masks = cfg.p, cfg.masks
+        self.w_hh, self.ln_hh, self.rmask = p.w_hh, p.ln_hh, masks.recurrent
+        self.h_in = h_prev if self.rmask is None else h_prev * self.rmask  # (T, B, H_out)
+        if self.ln_hh is not None:
+            # W_hh h_in for all steps in one matmul: cheaper than keeping it from the forward
+            self.raw = self.h_in @ self.w_hh.t()  # (T, B, G*H)
+            self.mean, self.rstd = layer_norm_stats(self.raw)
+            self.draw = torch.empty_like(self.raw)  # d loss / d (W_hh h_in), per step
+
+    def step(self, t: int, dhp: Tensor, add: Tensor | None) -> Tensor:
+        """dhp (B, G*H) -> d loss / d h_{t-1} through the projection, plus `add` (B, H_out)."""
+        if self.ln_hh is not None:
+            dhp = layer_norm_input_grad(
+                dhp, self.raw[t], self.mean[t], self.rstd[t], self.ln_hh, None
+            )
+            self.draw[t] = dhp
+        if self.rmask is not None:
+            dh = dhp @ self.w_hh
+            return dh * self.rmask if add is None else torch.addcmul(add, dh, self.rmask)
+        return dhp @ self.w_hh if add is None else torch.addmm(add, dhp, self.w_hh)
+
+    def weight_grads(self, dhp: Tensor, needs: dict) -> dict[str, Tensor]:
+        """dhp (T, B, G*H) for all steps -> gradients of W_hh, b_hh, ln_hh as single reductions."""
+        GH = dhp.shape[-1]
+        grads: dict[str, Tensor] = {}
+        draw = dhp
+        if self.ln_hh is not None:
+            draw = self.draw
+            if needs["ln_hh"]:
+                xhat = (self.raw - self.mean) * self.rstd
+                grads["ln_hh"] = (dhp * xhat).sum((0, 1))
+        if needs["w_hh"]:  # sum_t draw_t^T h_in_t as one (G*H, T*B) x (T*B, H_out) matmul
+            grads["w_hh"] = draw.reshape(-1, GH).t() @ self.h_in.reshape(-1, self.h_in.shape[-1])
+        if needs["b_hh"]:
+            grads["b_hh"] = dhp.sum((0, 1))
+        return grads
+
+
+def split_state_grad(d: Tensor, a: Tensor | None, t: int) -> tuple[Tensor, Tensor | None]:
+    """Gradient w.r.t. state_t -> (to the cell's new value, straight to state_{t-1} or None)."""
+    if a is None:
+        return d, None
+    d_new = d * a[t] if a.shape[0] > 1 else d * a[0]
+    return d_new, d - d_new

@@ -1,0 +1,80 @@
+"""LSTMCell / GRUCell / RNNCell against torch.nn's cells, values and gradients in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import F64, assert_close
+
+import lstmkit
+
+I, H, B = 3, 5, 4
+CASES = [("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {"nonlinearity": "tanh"}),
+         ("RNNCell", {"nonlinearity": "relu"})]
+
+
+@pytest.mark.parametrize("kind,extra", CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_hx", [True, False])
+def test_cell_matches_torch(kind, extra, bias, batched, with_hx):
+    ref = getattr(torch.nn, kind)(I, H, bias=bias, **extra).to(F64)
+    ours = getattr(lstmkit, kind)(I, H, bias=bias, **extra).to(F64)
+    ours.load_state_dict(ref.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    shape = (B,) if batched else ()
+    x0 = torch.randn(*shape, I, dtype=F64)
+    n_states = 2 if kind == "LSTMCell" else 1
+    h0 = [torch.randn(*shape, H, dtype=F64) for _ in range(n_states)]
+    outs = []
+    for module in (ref, ours):
+        x = x0.clone().requires_grad_(True)
+        hs = [h.clone().requires_grad_(True) for h in h0]
+        hx = (tuple(hs) if n_states == 2 else hs[0]) if with_hx else None
+        out = module(x, hx)
+        out = out if isinstance(out, tuple) else (out,)
+        weights = [torch.randn(o.shape, dtype=F64, generator=torch.Generator().manual_seed(i))
+                   for i, o in enumerate(out)]
+        sum((o * w).sum() for o, w in zip(out, weights)).backward()
+        outs.append((out, x.grad, [h.grad for h in hs] if with_hx else [],
+                     {n: p.grad for n, p in module.named_parameters()}))
+    (o0, gx0, gh0, gp0), (o1, gx1, gh1, gp1) = outs
+    for a, b in zip(o0, o1):
+        assert_close(a, b, "cell output")
+    assert_close(gx0, gx1, "input gradient")
+    for a, b in zip(gh0, gh1):
+        assert_close(a, b, "state gradient")
+    for n in gp0:
+        assert_close(gp0[n], gp1[n], f"gradient of {n}")
+
+
+def test_lstm_cell_returns_gates_that_rebuild_the_state():
+    cell = lstmkit.LSTMCell(I, H).to(F64)
+    x, h, c = (torch.randn(B, n, dtype=F64) for n in (I, H, H))
+    (h1, c1), gates = cell(x, (h, c), return_gates=True)
+    assert set(gates) == set(lstmkit.LSTM_GATES)
+    assert_close(c1, gates["f"] * c + gates["i"] * gates["g"], "c from gates")
+    assert_close(h1, gates["o"] * torch.tanh(c1), "h from gates")
+
+
+def test_cell_extras_run_and_reduce():
+    ref = torch.nn.LSTMCell(I, H).to(F64)
+    ours = lstmkit.LSTMCell(I, H, peephole=True).to(F64)
+    with torch.no_grad():
+        ours.weight_peep.zero_()
+    ours.load_state_dict(ref.state_dict(), strict=False)
+    x = torch.randn(B, I, dtype=F64)
+    for a, b in zip(ours(x), ref(x)):
+        assert_close(a, b, "peephole cell with zero peepholes")
+
+
+def test_cell_errors():
+    cell = lstmkit.LSTMCell(I, H)
+    with pytest.raises(ValueError, match="Expected input to be 1D or 2D, got 3D"):
+        cell(torch.randn(2, B, I))
+    with pytest.raises(RuntimeError, match="inconsistent input_size"):
+        cell(torch.randn(B, I + 1))
+    with pytest.raises(RuntimeError, match=r"Expected hx\[1\] size"):
+        cell(torch.randn(B, I), (torch.randn(B, H), torch.randn(B, H + 1)))
+    with pytest.raises(ValueError, match="dtype"):
+        cell(torch.randn(B, I, dtype=F64))

@@ -1,0 +1,105 @@
+"""Bad input gets a clear error, in torch's words where torch has them. Nothing broadcasts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstmkit
+
+T, B, I, H = 4, 3, 5, 6
+
+
+def _same_error(fn_ref, fn_ours, exc):
+    with pytest.raises(exc) as theirs:
+        fn_ref()
+    with pytest.raises(exc) as ours:
+        fn_ours()
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_input_errors_match_torch(kind):
+    ref, ours = getattr(torch.nn, kind)(I, H), getattr(lstmkit, kind)(I, H)
+    ours.load_state_dict(ref.state_dict())
+    _same_error(lambda: ref(torch.randn(T, B, I + 1)), lambda: ours(torch.randn(T, B, I + 1)),
+                RuntimeError)
+    _same_error(lambda: ref(torch.randn(T)), lambda: ours(torch.randn(T)), ValueError)
+    bad_h = torch.randn(1, B + 1, H)
+    hx = (bad_h, torch.randn(1, B, H)) if kind == "LSTM" else bad_h
+    _same_error(lambda: ref(torch.randn(T, B, I), hx), lambda: ours(torch.randn(T, B, I), hx),
+                RuntimeError)
+    h2 = torch.randn(B, H)
+    hx = (h2, h2) if kind == "LSTM" else h2
+    with pytest.raises(RuntimeError, match="should also be 3-D"):
+        ours(torch.randn(T, B, I), hx)
+
+
+def test_dtype_and_device_mismatch():
+    m = lstmkit.LSTM(I, H)
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match weight"):
+        m(torch.randn(T, B, I, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"hx\[1\] dtype"):
+        m(torch.randn(T, B, I), (torch.zeros(1, B, H), torch.zeros(1, B, H, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="is on meta but the weights are on cpu"):
+        m(torch.randn(T, B, I, device="meta"))
+
+
+def test_lengths_errors():
+    m = lstmkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    with pytest.raises(ValueError, match=r"expected shape \(3,\)"):
+        m(x, lengths=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"in \[1, 4\]"):
+        m(x, lengths=torch.tensor([1, 2, 5]))
+    with pytest.raises(ValueError, match=r"in \[1, 4\]"):
+        m(x, lengths=torch.tensor([0, 2, 3]))
+    with pytest.raises(ValueError, match="integers"):
+        m(x, lengths=torch.tensor([1.0, 2.0, 3.0]))
+    packed = pack_padded_sequence(x, torch.tensor([4, 3, 1]))
+    with pytest.raises(ValueError, match="not both"):
+        m(packed, lengths=torch.tensor([4, 3, 1]))
+    with pytest.raises(ValueError, match="batched"):
+        m(x[:, 0], lengths=torch.tensor([2]))
+    out, _ = m(x, lengths=[4, 1, 2])  # a list of ints is fine
+    assert out.shape == (T, B, H)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"dropout": 2.0}, ValueError, "dropout should be a number in range"),
+    ({"proj_size": H}, ValueError, "proj_size has to be smaller than hidden_size"),
+    ({"proj_size": -1}, ValueError, "proj_size should be a positive integer"),
+    ({"num_layers": 0}, ValueError, "num_layers must be greater than zero"),
+    ({"bias": 1}, TypeError, "bias should be of type bool"),
+    ({"engine": "cuda-magic"}, ValueError, "unknown engine 'cuda-magic'"),
+    ({"forget_bias": 1.0, "bias": False}, ValueError, "forget_bias needs bias=True"),
+    ({"zoneout": 1.5}, ValueError, r"zoneout should be a number in range \[0, 1\]"),
+    ({"zoneout": (0.1, 0.2, 0.3)}, ValueError, "pair"),
+    ({"weight_drop": 1.0}, ValueError, r"weight_drop should be a number in range \[0, 1\)"),
+    ({"recurrent_dropout": -0.1}, ValueError, "recurrent_dropout should be"),
+    ({"peephole": "yes"}, TypeError, "peephole should be of type bool"),
+])
+def test_constructor_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        lstmkit.LSTM(I, H, **kwargs)
+
+
+def test_constructor_errors_other_cells():
+    with pytest.raises(ValueError, match="Unknown nonlinearity 'sigmoid'"):
+        lstmkit.RNN(I, H, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="input_size must be greater than zero"):
+        lstmkit.GRU(0, H)
+    with pytest.raises(TypeError, match="hidden_size should be of type int"):
+        lstmkit.GRU(I, 2.5)
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        lstmkit.LSTM(I, H, dropout=0.5)
+
+
+def test_requested_engine_that_cannot_serve_says_why():
+    m = lstmkit.LSTM(I, H, peephole=True, engine="native")
+    with pytest.raises(ValueError, match="engine='native' cannot run this configuration: peephole"):
+        m(torch.randn(T, B, I))
+    m = lstmkit.LSTM(I, H, engine="native")
+    with pytest.raises(ValueError, match="gate traces"):
+        m(torch.randn(T, B, I), return_trace=True)
