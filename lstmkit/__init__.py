@@ -1,8 +1,8 @@
 """lstmkit: exact, inspectable and fast LSTM / GRU / RNN layers for PyTorch.
 
-    import lstmkit
-    lstm = lstmkit.LSTM(10, 20, num_layers=2)           # same arguments as torch.nn.LSTM
-    out, (h, c), trace = lstm(x, return_trace=True)    # every gate at every step
+import lstmkit
+lstm = lstmkit.LSTM(10, 20, num_layers=2)           # same arguments as torch.nn.LSTM
+out, (h, c), trace = lstm(x, return_trace=True)    # every gate at every step
 """
 
 from lstmkit.cells.gates import GRU_GATES, LSTM_GATES

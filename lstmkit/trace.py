@@ -82,9 +82,10 @@ class Trace:
 
     def numpy(self) -> dict[str, object]:
         """Plain numpy arrays keyed 'gate_i', ..., 'cell', 'hidden' (detached, on CPU)."""
-        out: dict[str, object] = {f"gate_{k}": v.detach().cpu().numpy() for k, v in self.gates.items()}
+        out: dict[str, object] = {
+            f"gate_{k}": v.detach().cpu().numpy() for k, v in self.gates.items()
+        }
         if self.cell is not None:
             out["cell"] = self.cell.detach().cpu().numpy()
         out["hidden"] = self.hidden.detach().cpu().numpy()
         return out
-

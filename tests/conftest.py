@@ -94,7 +94,9 @@ def make_inputs(mode: str, T: int, B: int, I: int, batch_first: bool, lengths: t
         if mode == "padded":
             return x, x
         if mode == "packed":
-            return x, pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+            return x, pack_padded_sequence(
+                x, lengths, batch_first=batch_first, enforce_sorted=False
+            )
         if mode == "unbatched":
             return x, x[0] if batch_first else x[:, 0]
         raise ValueError(mode)

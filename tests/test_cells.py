@@ -9,8 +9,12 @@ from conftest import F64, assert_close
 import lstmkit
 
 I, H, B = 3, 5, 4
-CASES = [("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {"nonlinearity": "tanh"}),
-         ("RNNCell", {"nonlinearity": "relu"})]
+CASES = [
+    ("LSTMCell", {}),
+    ("GRUCell", {}),
+    ("RNNCell", {"nonlinearity": "tanh"}),
+    ("RNNCell", {"nonlinearity": "relu"}),
+]
 
 
 @pytest.mark.parametrize("kind,extra", CASES)
@@ -33,11 +37,19 @@ def test_cell_matches_torch(kind, extra, bias, batched, with_hx):
         hx = (tuple(hs) if n_states == 2 else hs[0]) if with_hx else None
         out = module(x, hx)
         out = out if isinstance(out, tuple) else (out,)
-        weights = [torch.randn(o.shape, dtype=F64, generator=torch.Generator().manual_seed(i))
-                   for i, o in enumerate(out)]
+        weights = [
+            torch.randn(o.shape, dtype=F64, generator=torch.Generator().manual_seed(i))
+            for i, o in enumerate(out)
+        ]
         sum((o * w).sum() for o, w in zip(out, weights)).backward()
-        outs.append((out, x.grad, [h.grad for h in hs] if with_hx else [],
-                     {n: p.grad for n, p in module.named_parameters()}))
+        outs.append(
+            (
+                out,
+                x.grad,
+                [h.grad for h in hs] if with_hx else [],
+                {n: p.grad for n, p in module.named_parameters()},
+            )
+        )
     (o0, gx0, gh0, gp0), (o1, gx1, gh1, gp1) = outs
     for a, b in zip(o0, o1):
         assert_close(a, b, "cell output")

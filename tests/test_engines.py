@@ -12,18 +12,27 @@ from lstmkit import engines
 
 
 def test_auto_uses_native_for_plain_configurations():
-    for m in (lstmkit.LSTM(3, 4, 2, bidirectional=True, proj_size=2), lstmkit.GRU(3, 4),
-              lstmkit.RNN(3, 4, nonlinearity="relu"), lstmkit.LSTM(3, 4, weight_drop=0.5)):
+    for m in (
+        lstmkit.LSTM(3, 4, 2, bidirectional=True, proj_size=2),
+        lstmkit.GRU(3, 4),
+        lstmkit.RNN(3, 4, nonlinearity="relu"),
+        lstmkit.LSTM(3, 4, weight_drop=0.5),
+    ):
         m(torch.randn(5, 2, 3))
         assert m.last_engine == "native", m.last_engine_reason
         assert m.last_engine_reason == "auto chose 'native'"
 
 
-@pytest.mark.parametrize("kwargs,reason", [
-    ({"peephole": True}, "peephole"), ({"layer_norm": True}, "layer_norm"),
-    ({"coupled": True}, "coupled"), ({"recurrent_dropout": 0.2}, "recurrent dropout"),
-    ({"zoneout": 0.1}, "zoneout"),
-])
+@pytest.mark.parametrize(
+    "kwargs,reason",
+    [
+        ({"peephole": True}, "peephole"),
+        ({"layer_norm": True}, "layer_norm"),
+        ({"coupled": True}, "coupled"),
+        ({"recurrent_dropout": 0.2}, "recurrent dropout"),
+        ({"zoneout": 0.1}, "zoneout"),
+    ],
+)
 def test_auto_explains_why_not_native(kwargs, reason, caplog):
     m = lstmkit.LSTM(3, 4, **kwargs)
     with caplog.at_level(logging.DEBUG, logger="lstmkit.engines"):

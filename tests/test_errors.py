@@ -23,13 +23,15 @@ def _same_error(fn_ref, fn_ours, exc):
 def test_input_errors_match_torch(kind):
     ref, ours = getattr(torch.nn, kind)(I, H), getattr(lstmkit, kind)(I, H)
     ours.load_state_dict(ref.state_dict())
-    _same_error(lambda: ref(torch.randn(T, B, I + 1)), lambda: ours(torch.randn(T, B, I + 1)),
-                RuntimeError)
+    _same_error(
+        lambda: ref(torch.randn(T, B, I + 1)), lambda: ours(torch.randn(T, B, I + 1)), RuntimeError
+    )
     _same_error(lambda: ref(torch.randn(T)), lambda: ours(torch.randn(T)), ValueError)
     bad_h = torch.randn(1, B + 1, H)
     hx = (bad_h, torch.randn(1, B, H)) if kind == "LSTM" else bad_h
-    _same_error(lambda: ref(torch.randn(T, B, I), hx), lambda: ours(torch.randn(T, B, I), hx),
-                RuntimeError)
+    _same_error(
+        lambda: ref(torch.randn(T, B, I), hx), lambda: ours(torch.randn(T, B, I), hx), RuntimeError
+    )
     h2 = torch.randn(B, H)
     hx = (h2, h2) if kind == "LSTM" else h2
     with pytest.raises(RuntimeError, match="should also be 3-D"):
@@ -66,20 +68,23 @@ def test_lengths_errors():
     assert out.shape == (T, B, H)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"dropout": 2.0}, ValueError, "dropout should be a number in range"),
-    ({"proj_size": H}, ValueError, "proj_size has to be smaller than hidden_size"),
-    ({"proj_size": -1}, ValueError, "proj_size should be a positive integer"),
-    ({"num_layers": 0}, ValueError, "num_layers must be greater than zero"),
-    ({"bias": 1}, TypeError, "bias should be of type bool"),
-    ({"engine": "cuda-magic"}, ValueError, "unknown engine 'cuda-magic'"),
-    ({"forget_bias": 1.0, "bias": False}, ValueError, "forget_bias needs bias=True"),
-    ({"zoneout": 1.5}, ValueError, r"zoneout should be a number in range \[0, 1\]"),
-    ({"zoneout": (0.1, 0.2, 0.3)}, ValueError, "pair"),
-    ({"weight_drop": 1.0}, ValueError, r"weight_drop should be a number in range \[0, 1\)"),
-    ({"recurrent_dropout": -0.1}, ValueError, "recurrent_dropout should be"),
-    ({"peephole": "yes"}, TypeError, "peephole should be of type bool"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"dropout": 2.0}, ValueError, "dropout should be a number in range"),
+        ({"proj_size": H}, ValueError, "proj_size has to be smaller than hidden_size"),
+        ({"proj_size": -1}, ValueError, "proj_size should be a positive integer"),
+        ({"num_layers": 0}, ValueError, "num_layers must be greater than zero"),
+        ({"bias": 1}, TypeError, "bias should be of type bool"),
+        ({"engine": "cuda-magic"}, ValueError, "unknown engine 'cuda-magic'"),
+        ({"forget_bias": 1.0, "bias": False}, ValueError, "forget_bias needs bias=True"),
+        ({"zoneout": 1.5}, ValueError, r"zoneout should be a number in range \[0, 1\]"),
+        ({"zoneout": (0.1, 0.2, 0.3)}, ValueError, "pair"),
+        ({"weight_drop": 1.0}, ValueError, r"weight_drop should be a number in range \[0, 1\)"),
+        ({"recurrent_dropout": -0.1}, ValueError, "recurrent_dropout should be"),
+        ({"peephole": "yes"}, TypeError, "peephole should be of type bool"),
+    ],
+)
 def test_constructor_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         lstmkit.LSTM(I, H, **kwargs)

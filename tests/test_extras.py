@@ -70,15 +70,23 @@ def _randomise(m):
 
 
 @pytest.mark.parametrize("engine", ["reference", "auto"])
-@pytest.mark.parametrize("opts", [
-    {"peephole": True}, {"coupled": True}, {"layer_norm": True},
-    {"peephole": True, "coupled": True, "layer_norm": True},
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"peephole": True},
+        {"coupled": True},
+        {"layer_norm": True},
+        {"peephole": True, "coupled": True, "layer_norm": True},
+    ],
+)
 def test_structural_variants_match_hand_written_equations(opts, engine):
     m = lstmkit.LSTM(I, H, engine=engine, **opts).to(F64)
     _randomise(m)
-    x, h0, c0 = torch.randn(T, B, I, dtype=F64), torch.randn(1, B, H, dtype=F64), \
-        torch.randn(1, B, H, dtype=F64)
+    x, h0, c0 = (
+        torch.randn(T, B, I, dtype=F64),
+        torch.randn(1, B, H, dtype=F64),
+        torch.randn(1, B, H, dtype=F64),
+    )
     out, (h, c) = m(x, (h0, c0))
     ref_out, ref_h, ref_c = manual_lstm(m, x, h0[0], c0[0])
     assert_close(out, ref_out, "output")
@@ -87,13 +95,23 @@ def test_structural_variants_match_hand_written_equations(opts, engine):
     assert m.last_engine != "native"
 
 
-@pytest.mark.parametrize("kind,opts", [
-    ("LSTM", {"peephole": True}), ("LSTM", {"coupled": True}), ("LSTM", {"layer_norm": True}),
-    ("LSTM", {"recurrent_dropout": 0.3}), ("LSTM", {"weight_drop": 0.3}),
-    ("LSTM", {"zoneout": (0.2, 0.4)}), ("LSTM", {"zoneout": 0.3, "proj_size": 2}),
-    ("GRU", {"layer_norm": True}), ("GRU", {"zoneout": 0.3}), ("GRU", {"recurrent_dropout": 0.3}),
-    ("RNN", {"layer_norm": True}), ("RNN", {"weight_drop": 0.3}),
-])
+@pytest.mark.parametrize(
+    "kind,opts",
+    [
+        ("LSTM", {"peephole": True}),
+        ("LSTM", {"coupled": True}),
+        ("LSTM", {"layer_norm": True}),
+        ("LSTM", {"recurrent_dropout": 0.3}),
+        ("LSTM", {"weight_drop": 0.3}),
+        ("LSTM", {"zoneout": (0.2, 0.4)}),
+        ("LSTM", {"zoneout": 0.3, "proj_size": 2}),
+        ("GRU", {"layer_norm": True}),
+        ("GRU", {"zoneout": 0.3}),
+        ("GRU", {"recurrent_dropout": 0.3}),
+        ("RNN", {"layer_norm": True}),
+        ("RNN", {"weight_drop": 0.3}),
+    ],
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_gradcheck(kind, opts, training):
     m = getattr(lstmkit, kind)(2, 3, num_layers=2, bidirectional=True, **opts).to(F64)
@@ -103,8 +121,12 @@ def test_gradcheck(kind, opts, training):
 
     def fn(x, *ps):
         torch.manual_seed(0)  # the same masks at every evaluation
-        out = torch.func.functional_call(m, dict(zip([n for n, _ in m.named_parameters()], ps)),
-                                         (x,), {"lengths": torch.tensor([3, 2])})
+        out = torch.func.functional_call(
+            m,
+            dict(zip([n for n, _ in m.named_parameters()], ps)),
+            (x,),
+            {"lengths": torch.tensor([3, 2])},
+        )
         return out[0]
 
     inputs = (x, *[p.detach().requires_grad_(True) for p in params])
@@ -150,8 +172,9 @@ def test_recurrent_dropout_is_one_mask_per_sequence():
     out, (h, c) = m(x)
     torch.manual_seed(3)
     mask = dropout_mask((B, H), 0.5, x)  # what the layer samples: (B, H), reused at every step
-    ref_out, ref_h, ref_c = manual_lstm(m, x, torch.zeros(B, H, dtype=F64),
-                                        torch.zeros(B, H, dtype=F64), rec_mask=mask)
+    ref_out, ref_h, ref_c = manual_lstm(
+        m, x, torch.zeros(B, H, dtype=F64), torch.zeros(B, H, dtype=F64), rec_mask=mask
+    )
     assert_close(out, ref_out, "output")
     assert set(mask.unique().tolist()) <= {0.0, 2.0}
 
@@ -208,7 +231,7 @@ def test_zoneout_semantics():
 
 def test_forget_bias_and_layouts():
     m = lstmkit.LSTM(I, H, forget_bias=1.0)
-    assert torch.all(m.bias_ih_l0[H:2 * H] == 1.0) and torch.all(m.bias_hh_l0[H:2 * H] == 0.0)
+    assert torch.all(m.bias_ih_l0[H : 2 * H] == 1.0) and torch.all(m.bias_hh_l0[H : 2 * H] == 0.0)
     cifg = lstmkit.LSTM(I, H, coupled=True, peephole=True)
     assert cifg.weight_ih_l0.shape == (3 * H, I)  # f, g, o rows only
     assert cifg.weight_peep_l0.shape == (2 * H,)  # f, o

@@ -12,31 +12,49 @@ from torch.nn.utils.rnn import pack_padded_sequence
 T, B, I, H = 5, 4, 3, 4
 LENGTHS = torch.tensor([3, 5, 1, 5])  # unsorted, with ties and a length-1 sequence
 
-MODULES = [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {}),
-           ("RNN", {"nonlinearity": "tanh"}), ("RNN", {"nonlinearity": "relu"})]
-GRID = list(itertools.product(
-    MODULES,
-    [1, 2],  # num_layers
-    [False, True],  # bidirectional
-    [False, True],  # batch_first
-    [True, False],  # bias
-    ["padded", "packed", "unbatched"],
-    ["reference", "native"],
-))
+MODULES = [
+    ("LSTM", {}),
+    ("LSTM", {"proj_size": 2}),
+    ("GRU", {}),
+    ("RNN", {"nonlinearity": "tanh"}),
+    ("RNN", {"nonlinearity": "relu"}),
+]
+GRID = list(
+    itertools.product(
+        MODULES,
+        [1, 2],  # num_layers
+        [False, True],  # bidirectional
+        [False, True],  # batch_first
+        [True, False],  # bias
+        ["padded", "packed", "unbatched"],
+        ["reference", "native"],
+    )
+)
 
 
 def _id(case) -> str:
     (kind, extra), L, bi, bf, bias, mode, engine = case
     tag = "".join(f"-{k}{v}" for k, v in extra.items())
-    return f"{kind}{tag}-L{L}-{'bi' if bi else 'uni'}-{'bf' if bf else 'tf'}-" \
-           f"{'bias' if bias else 'nobias'}-{mode}-{engine}"
+    return (
+        f"{kind}{tag}-L{L}-{'bi' if bi else 'uni'}-{'bf' if bf else 'tf'}-"
+        f"{'bias' if bias else 'nobias'}-{mode}-{engine}"
+    )
 
 
 @pytest.mark.parametrize("case", GRID, ids=[_id(c) for c in GRID])
 def test_matches_torch(case):
     (kind, extra), L, bi, bf, bias, mode, engine = case
-    ref, ours = twins(kind, I, H, num_layers=L, bias=bias, batch_first=bf, bidirectional=bi,
-                      engine=engine, **extra)
+    ref, ours = twins(
+        kind,
+        I,
+        H,
+        num_layers=L,
+        bias=bias,
+        batch_first=bf,
+        bidirectional=bi,
+        engine=engine,
+        **extra,
+    )
     D, H_out = (2 if bi else 1), extra.get("proj_size") or H
     batch = () if mode == "unbatched" else (B,)
     hx = [torch.randn(L * D, *batch, H_out, dtype=F64)]
@@ -52,8 +70,9 @@ def test_matches_torch(case):
 def test_lengths_equals_packing(kind, engine, batch_first):
     """lengths= on padded input gives what packing gives: zeros past each length, final states
     at each length, the same gradients."""
-    ref, ours = twins(kind, I, H, num_layers=2, bidirectional=True, batch_first=batch_first,
-                      engine=engine)
+    ref, ours = twins(
+        kind, I, H, num_layers=2, bidirectional=True, batch_first=batch_first, engine=engine
+    )
     make = make_inputs("packed", T, B, I, batch_first, LENGTHS)
 
     def make_plain():
@@ -67,10 +86,13 @@ def test_lengths_equals_packing(kind, engine, batch_first):
     out_ref, h_ref = ref(packed)[:2]
     x, _ = make_plain()
     out, h = ours(x, lengths=LENGTHS)[:2]
-    padded_ref = torch.nn.utils.rnn.pad_packed_sequence(out_ref, batch_first=batch_first,
-                                                        total_length=T)[0]
+    padded_ref = torch.nn.utils.rnn.pad_packed_sequence(
+        out_ref, batch_first=batch_first, total_length=T
+    )[0]
     torch.testing.assert_close(out, padded_ref, atol=1e-8, rtol=0)
-    for a, b in zip(h if isinstance(h, tuple) else (h,), h_ref if isinstance(h_ref, tuple) else (h_ref,)):
+    for a, b in zip(
+        h if isinstance(h, tuple) else (h,), h_ref if isinstance(h_ref, tuple) else (h_ref,)
+    ):
         torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
     # and the gradients
     g = torch.randn(out.shape, dtype=F64)

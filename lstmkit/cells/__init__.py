@@ -1,6 +1,12 @@
 """The math of the cells: one small module per cell, one pointwise function per step."""
 
-from lstmkit.cells.base import Cell, CellOptions, LayerParams, input_projection, recurrent_projection
+from lstmkit.cells.base import (
+    Cell,
+    CellOptions,
+    LayerParams,
+    input_projection,
+    recurrent_projection,
+)
 from lstmkit.cells.gates import GRU_GATES, LSTM_GATES, RNN_GATES
 from lstmkit.cells.gru import GRU, gru_pointwise
 from lstmkit.cells.lstm import LSTM, lstm_output, lstm_pointwise

@@ -28,14 +28,15 @@ def lstm_pointwise(
     """The gate arithmetic. pre (B, G*H) = xp + hp; c_prev (B, H). Returns c_t and {i, f, g, o}."""
     blocks = split(pre, lstm_layout(coupled))
     w = split(peep, peephole_layout(coupled)) if peep is not None else {}
-    f = torch.sigmoid(blocks["f"] + w["f"] * c_prev if w else blocks["f"])
-    if coupled:
-        i = 1.0 - f
-    else:
-        i = torch.sigmoid(blocks["i"] + w["i"] * c_prev if w else blocks["i"])
+
+    def pre_activation(gate: str, c: Tensor) -> Tensor:  # + the peephole term when present
+        return blocks[gate] + w[gate] * c if w else blocks[gate]
+
+    f = torch.sigmoid(pre_activation("f", c_prev))
+    i = 1.0 - f if coupled else torch.sigmoid(pre_activation("i", c_prev))
     g = torch.tanh(blocks["g"])
     c = f * c_prev + i * g
-    o = torch.sigmoid(blocks["o"] + w["o"] * c if w else blocks["o"])
+    o = torch.sigmoid(pre_activation("o", c))  # the output peephole sees the new cell
     return c, {"i": i, "f": f, "g": g, "o": o}
 
 

@@ -10,9 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = (
-    "lstmkit.cli.tour",
-)
+COMMAND_MODULES = ("lstmkit.cli.tour",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(T, 3, 4, dtype=torch.float64)
     (y_ref, _), (y, _) = ref(x), ours(x)
-    print(f"torch.nn.LSTM vs lstmkit.LSTM, same weights: max |difference| = "
-          f"{(y_ref - y).abs().max().item():.2e}")
+    print(
+        f"torch.nn.LSTM vs lstmkit.LSTM, same weights: max |difference| = "
+        f"{(y_ref - y).abs().max().item():.2e}"
+    )
     print(f"engine: {ours.last_engine} ({ours.last_engine_reason})")
     _, _, trace = ours(x, return_trace=True)
     print(f"with return_trace=True: {ours.last_engine_reason}")

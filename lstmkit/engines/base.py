@@ -56,10 +56,7 @@ class RecurrentCall:
         """Peepholes, layer norm or a coupled gate: cells torch's kernels do not have."""
         p = self.params[0]
         return (
-            self.opts.coupled
-            or p.w_peep is not None
-            or p.ln_ih is not None
-            or p.ln_c_w is not None
+            self.opts.coupled or p.w_peep is not None or p.ln_ih is not None or p.ln_c_w is not None
         )
 
     @property

@@ -8,7 +8,6 @@ dropout between layers (with torch's own random masks).
 
 from __future__ import annotations
 
-import torch
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 

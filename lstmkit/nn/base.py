@@ -10,12 +10,11 @@ from __future__ import annotations
 import numbers
 import warnings
 
-import torch
 from torch import Tensor, nn
 
 from lstmkit import engines
 from lstmkit.cells.base import Cell, CellOptions
-from lstmkit.cells.regularizers import StepMasks, bernoulli_mask, dropout_mask, drop_weight
+from lstmkit.cells.regularizers import StepMasks, bernoulli_mask, drop_weight, dropout_mask
 from lstmkit.engines.base import RecurrentCall
 from lstmkit.nn import inputs
 from lstmkit.nn.params import ParamSpec, gather, init_params, register_params
@@ -81,9 +80,14 @@ class RecurrentBase(nn.Module):
                 f"num_layers={num_layers}",
                 stacklevel=3,
             )
-        for flag_name, flag in (("bias", bias), ("batch_first", batch_first),
-                                ("bidirectional", bidirectional), ("peephole", peephole),
-                                ("coupled", coupled), ("layer_norm", layer_norm)):
+        for flag_name, flag in (
+            ("bias", bias),
+            ("batch_first", batch_first),
+            ("bidirectional", bidirectional),
+            ("peephole", peephole),
+            ("coupled", coupled),
+            ("layer_norm", layer_norm),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{flag_name} should be of type bool, got: {type(flag).__name__}")
         self.input_size = _check_size("input_size", input_size)
@@ -91,18 +95,24 @@ class RecurrentBase(nn.Module):
         if not isinstance(num_layers, int) or num_layers <= 0:
             raise ValueError("num_layers must be greater than zero")
         if not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+            raise ValueError(
+                "proj_size should be a positive integer or zero to disable projections"
+            )
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
         if proj_size and self.cell.name != "LSTM":
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+            raise ValueError(
+                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
         if forget_bias is not None and not bias:
             raise ValueError("forget_bias needs bias=True: the forget gate's bias is where it goes")
         if isinstance(zoneout, (tuple, list)):
             if len(zoneout) != 2:
-                raise ValueError(f"zoneout should be a rate or a (cell, hidden) pair, got {zoneout!r}")
+                raise ValueError(
+                    f"zoneout should be a rate or a (cell, hidden) pair, got {zoneout!r}"
+                )
             zoneout_c, zoneout_h = (_check_rate("zoneout", z) for z in zoneout)
         else:
             zoneout_c = zoneout_h = _check_rate("zoneout", zoneout)
@@ -168,11 +178,22 @@ class RecurrentBase(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
-        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
-                    "dropout": 0.0, "bidirectional": False, "forget_bias": None,
-                    "peephole": False, "coupled": False, "layer_norm": False,
-                    "recurrent_dropout": 0.0, "weight_drop": 0.0, "zoneout": (0.0, 0.0),
-                    "engine": "auto"}
+        defaults = {
+            "proj_size": 0,
+            "num_layers": 1,
+            "bias": True,
+            "batch_first": False,
+            "dropout": 0.0,
+            "bidirectional": False,
+            "forget_bias": None,
+            "peephole": False,
+            "coupled": False,
+            "layer_norm": False,
+            "recurrent_dropout": 0.0,
+            "weight_drop": 0.0,
+            "zoneout": (0.0, 0.0),
+            "engine": "auto",
+        }
         for key, default in defaults.items():
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"

@@ -42,7 +42,9 @@ class CellBase(nn.Module):
         if not isinstance(bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+            raise ValueError(
+                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
         if forget_bias is not None and not bias:
             raise ValueError("forget_bias needs bias=True: the forget gate's bias is where it goes")
         self.input_size = _check_size("input_size", input_size)
@@ -51,8 +53,9 @@ class CellBase(nn.Module):
         self.nonlinearity = nonlinearity
         self.forget_bias = forget_bias
         self.opts = CellOptions(coupled=coupled, nonlinearity=nonlinearity)
-        self._spec = ParamSpec(self.cell, self.opts, input_size, hidden_size, 0, bias,
-                               peephole, layer_norm)
+        self._spec = ParamSpec(
+            self.cell, self.opts, input_size, hidden_size, 0, bias, peephole, layer_norm
+        )
         self._names = register_params(self, self._spec, "", {"device": device, "dtype": dtype})
         if not bias:  # torch.nn registers these as None
             self.register_parameter("bias_ih", None)
@@ -76,7 +79,8 @@ class CellBase(nn.Module):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if input.size(-1) != self.input_size:
             raise RuntimeError(
-                f"input has inconsistent input_size: got {input.size(-1)} expected {self.input_size}"
+                "input has inconsistent input_size: "
+                f"got {input.size(-1)} expected {self.input_size}"
             )
         w = self.weight_ih
         _check_tensor("input", input, w.dtype, w.device)
@@ -118,11 +122,30 @@ class LSTMCell(CellBase):
 
     cell = LSTM_CELL
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, forget_bias: float | None = None, peephole: bool = False,
-                 coupled: bool = False, layer_norm: bool = False) -> None:
-        super().__init__(input_size, hidden_size, bias, device, dtype, forget_bias=forget_bias,
-                         peephole=peephole, coupled=coupled, layer_norm=layer_norm)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        forget_bias: float | None = None,
+        peephole: bool = False,
+        coupled: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            bias,
+            device,
+            dtype,
+            forget_bias=forget_bias,
+            peephole=peephole,
+            coupled=coupled,
+            layer_norm=layer_norm,
+        )
 
 
 class GRUCell(CellBase):
@@ -130,8 +153,16 @@ class GRUCell(CellBase):
 
     cell = GRU_CELL
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, layer_norm: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        layer_norm: bool = False,
+    ) -> None:
         super().__init__(input_size, hidden_size, bias, device, dtype, layer_norm=layer_norm)
 
 
@@ -140,8 +171,23 @@ class RNNCell(CellBase):
 
     cell = RNN_CELL
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", device=None, dtype=None, *,
-                 layer_norm: bool = False) -> None:
-        super().__init__(input_size, hidden_size, bias, device, dtype,
-                         nonlinearity=nonlinearity, layer_norm=layer_norm)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device=None,
+        dtype=None,
+        *,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            bias,
+            device,
+            dtype,
+            nonlinearity=nonlinearity,
+            layer_norm=layer_norm,
+        )

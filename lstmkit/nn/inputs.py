@@ -110,7 +110,9 @@ def _prepare_hx(module, hx, batched: bool, B: int, w: Tensor) -> tuple[Tensor, .
         dims = ", ".join(f"{s.dim()}-D" for s in states)
         kind = "batched 3-D" if batched else "unbatched 2-D"
         what = "hx and cx" if many else "hx"
-        raise RuntimeError(f"For {kind} input, {what} should also be {want}-D but got ({dims}) tensors")
+        raise RuntimeError(
+            f"For {kind} input, {what} should also be {want}-D but got ({dims}) tensors"
+        )
     if not batched:
         states = tuple(s.unsqueeze(1) for s in states)
     for i, (s, shape) in enumerate(zip(states, shapes)):

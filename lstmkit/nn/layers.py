@@ -61,10 +61,24 @@ class LSTM(RecurrentBase):
         engine: str = "auto",
     ) -> None:
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            proj_size, device, dtype, forget_bias=forget_bias, peephole=peephole,
-            coupled=coupled, layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop, zoneout=zoneout, engine=engine,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            forget_bias=forget_bias,
+            peephole=peephole,
+            coupled=coupled,
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            engine=engine,
         )
 
 
@@ -95,9 +109,21 @@ class GRU(RecurrentBase):
         engine: str = "auto",
     ) -> None:
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            0, device, dtype, layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop, zoneout=zoneout, engine=engine,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
+            engine=engine,
         )
 
 
@@ -129,8 +155,20 @@ class RNN(RecurrentBase):
         engine: str = "auto",
     ) -> None:
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            0, device, dtype, nonlinearity=nonlinearity, layer_norm=layer_norm,
-            recurrent_dropout=recurrent_dropout, weight_drop=weight_drop, zoneout=zoneout,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            nonlinearity=nonlinearity,
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            zoneout=zoneout,
             engine=engine,
         )

@@ -104,4 +104,3 @@ def init_params(
         H = spec.hidden_size
         getattr(module, names["b_ih"])[f * H : (f + 1) * H].fill_(float(forget_bias))
         getattr(module, names["b_hh"])[f * H : (f + 1) * H].fill_(0.0)
-
