@@ -7,6 +7,8 @@
 | "fused"     | one autograd.Function per layer-direction with a  | everything (no double         |
 |             | hand-written backward through time; big matmuls   | backward); speeds measured in |
 |             | for the input projection and weight gradients     | docs/engines.md               |
+| "triton"    | GPU: one Triton kernel per step for the pointwise | LSTM, GRU; no proj / peephole |
+|             | work, cuBLAS for the matmuls; own backward        | / LN / coupled / zoneout yet  |
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ENGINE_MODULES = (
     "lstmkit.engines.reference",
     "lstmkit.engines.native",
     "lstmkit.engines.fused",
+    "lstmkit.engines.triton_gpu",
 )
 
 ENGINES: dict[str, Engine] = {}
@@ -46,9 +49,7 @@ _load()
 
 def check_engine_name(name: str) -> None:
     if name != "auto" and name not in ENGINES:
-        raise ValueError(
-            f"unknown engine {name!r}; expected 'auto' or one of {sorted(ENGINES)}"
-        )
+        raise ValueError(f"unknown engine {name!r}; expected 'auto' or one of {sorted(ENGINES)}")
 
 
 def select(name: str, call: RecurrentCall) -> tuple[Engine, str]:
