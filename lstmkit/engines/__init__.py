@@ -7,8 +7,8 @@
 | "fused"     | one autograd.Function per layer-direction with a  | everything (no double         |
 |             | hand-written backward through time; big matmuls   | backward); speeds measured in |
 |             | for the input projection and weight gradients     | docs/engines.md               |
-| "triton"    | GPU: one Triton kernel per step for the pointwise | LSTM, GRU; no proj / peephole |
-|             | work, cuBLAS for the matmuls; own backward        | / LN / coupled / zoneout yet  |
+| "triton"    | GPU: one Triton kernel per step for everything    | everything; GPU only (tests   |
+|             | pointwise, cuBLAS for the matmuls; own backward   | use TRITON_INTERPRET=1)       |
 """
 
 from __future__ import annotations

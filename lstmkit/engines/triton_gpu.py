@@ -1,33 +1,31 @@
-"""The Triton engine: LSTM and GRU on the GPU, forward and backward, with traces.
+"""The Triton engine: every cell and option on the GPU, forward and backward, with traces.
 
 Per layer and direction, one torch.autograd.Function runs the sequence:
 
-forward   xp = W_ih x + b_ih for all steps as one matmul (outside the Function: autograd gives
-          dW_ih and dx as one matmul each). Per step: hp = W_hh (h_{t-1} * rmask) + b_hh by cuBLAS,
-          then ONE Triton kernel for all the pointwise work of the step (gates, cell update,
-          length masking), which writes h_t, c_t and the gates straight into (T, B, *) buffers.
-backward  per step (reverse order): one Triton kernel turns dh_t, dc_t and the saved gates into
-          the gate pre-activation gradients dpre_t (into one (T, B, G*H) buffer) and the carried
-          dc_{t-1}; one cuBLAS matmul gives dh_{t-1} = dpre_t W_hh. After the loop the weight
-          gradients are single large matmuls: dW_hh = dpre^T h_prev over all T*B rows.
+forward   xp = LN_ih(W_ih x) + b_ih for all steps as one matmul (outside the Function, so autograd
+          gives dW_ih and dx as one matmul each). Per step: raw = W_hh (h_{t-1} * rmask) by cuBLAS,
+          then ONE Triton kernel (lstmkit.engines.triton_kernels) for everything pointwise: layer
+          norm of raw, bias, gates, peepholes, cell update, cell layer norm, zoneout and length
+          masking, writing h_t, c_t and the gates straight into (T, B, *) buffers. With proj_size
+          the projection W_hr is one more cuBLAS matmul per step.
+backward  per step, in reverse: one kernel turns dh_t, dc_t and the saved gates into the gate
+          pre-activation gradients (into one (T, B, G*H) buffer) and dc_{t-1}; one matmul gives
+          dh_{t-1}. After the loop every weight gradient is one large matmul or reduction over
+          all T*B rows: dW_hh = draw^T h_in, and the bias, gain and peephole gradients.
 
-Precision: arithmetic in float32 (float64 for float64 input); the LSTM cell state is stored in
-float32 for bfloat16 / float16 runs. Traces are returned detached from autograd.
-
-Supported here: LSTM and GRU, bias or not, layers, bidirectional, lengths / packed input, dropout
-between layers, recurrent dropout, weight drop, traces; float32, bfloat16, float16 (and float64).
-Not yet (auto falls back to the fused engine, saying why): proj_size, peephole, coupled,
-layer_norm, zoneout, the plain RNN. Needs `pip install triton` and a CUDA GPU; the tests run the
-same kernels on CPU under Triton's interpreter (TRITON_INTERPRET=1).
+Precision: arithmetic in float32 (float64 for float64 input); the LSTM cell state is kept in
+float32 for bfloat16 / float16 runs. Traces are returned detached from autograd. Needs
+`pip install triton` and a CUDA GPU; the tests run these kernels on CPU with Triton's
+interpreter (TRITON_INTERPRET=1), which is slow and for testing only.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -38,6 +36,7 @@ from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
 from lstmkit.engines.reference import run_stack
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+WEIGHTS = ("w_hh", "b_hh", "ln_hh", "w_peep", "ln_c_w", "ln_c_b", "w_hr")
 
 
 def interpreting() -> bool:
@@ -45,156 +44,179 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _kernels():
-    # Imported on first use: importing triton_kernels compiles nothing, but needs triton.
-    from lstmkit.engines import triton_kernels
+@dataclass
+class Spec:
+    """The constant part of one direction's run (not differentiated)."""
 
-    return triton_kernels
+    cell: str  # "LSTM", "GRU" or "RNN"
+    coupled: bool
+    relu: bool
+    reverse: bool
+    valid: Tensor | None  # (T, B) int8
+    masks: StepMasks
+    rates: tuple[float, float]  # zoneout (hidden, cell) used in evaluation; 0 in training
+    hidden_size: int
+
+    def zone(self, which: int) -> int:
+        """Kernel zoneout flag for the hidden (0) or cell (1) state: 0 off, 1 mask, 2 rate."""
+        mask = (self.masks.zoneout_h, self.masks.zoneout_c)[which]
+        return 1 if mask is not None else (2 if self.rates[which] > 0 else 0)
+
+    def keep(self, which: int, t: int, like: Tensor) -> Tensor | float:
+        """The zoneout keep factor at step t as a tensor or a number (host-side use)."""
+        mask = (self.masks.zoneout_h, self.masks.zoneout_c)[which]
+        return mask[t].to(like.dtype) if mask is not None else self.rates[which]
 
 
-def _launch(kernel, B: int, H: int, *args, has_valid: bool, acc: torch.dtype) -> None:
-    block = min(triton_next_pow2(H), 256)
-    grid = (B, (H + block - 1) // block)
+def _launch(kernel, spec: Spec, B: int, *args, ln: bool, acc: torch.dtype, **flags) -> None:
     import triton.language as tl
 
+    H = spec.hidden_size
+    block = 1 << max(0, (H - 1).bit_length())
+    block = block if ln else min(block, 256)  # layer norm needs a whole row per program
+    grid = (B, (H + block - 1) // block)
     acc_tl = tl.float64 if acc == torch.float64 else tl.float32
-    kernel[grid](*args, H, HAS_VALID=has_valid, ACC=acc_tl, BLOCK=block)
-
-
-def triton_next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+    kernel[grid](*args, HAS_VALID=spec.valid is not None, ACC=acc_tl, BLOCK=block, **flags)
 
 
 def _previous(states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
-    """(T, B, *) states after each step -> the state each step started from."""
     first = s0.unsqueeze(0).to(states.dtype)
     return torch.cat([states[1:], first]) if reverse else torch.cat([first, states[:-1]])
 
 
+def _or(t: Tensor | None, dummy: Tensor) -> Tensor:
+    return dummy if t is None else t
+
+
 class TritonDirection(torch.autograd.Function):
-    """Outputs: h states (T, B, H) in the input dtype, c states (T, B, H) (LSTM; else an empty
-    tensor), gates (T, B, G*H) in the accumulation dtype (not differentiable)."""
+    """Outputs: h states (T, B, H_out), c states (T, B, H) for LSTM (else empty), and the gates
+    (T, B, 4H | 3H | 0) in the accumulation dtype, not differentiable."""
 
     @staticmethod
-    def forward(ctx, is_lstm, reverse, valid, rmask, xp, h0, c0, w_hh, b_hh):
-        k = _kernels()
+    def forward(ctx, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, *weights):
+        from lstmkit.engines import triton_kernels as k
+
+        w = dict(zip(WEIGHTS, weights))
         T, B, GH = xp.shape
-        H = h0.shape[-1]
-        acc = torch.float64 if xp.dtype == torch.float64 else torch.float32
+        H, P = spec.hidden_size, h0.shape[-1]
+        dev, dt = xp.device, xp.dtype
+        acc = torch.float64 if dt == torch.float64 else torch.float32
+        ln, proj = w["ln_hh"] is not None, w["w_hr"] is not None
+        lstm = spec.cell == "LSTM"
         xp = xp.contiguous()
-        hs = torch.empty(T, B, H, dtype=xp.dtype, device=xp.device)
-        gates = torch.empty(T, B, GH, dtype=acc, device=xp.device)
-        cs = torch.empty(T, B, H, dtype=acc, device=xp.device) if is_lstm else hs.new_empty(0)
-        hn = hs.new_empty(0) if is_lstm else torch.empty(T, B, H, dtype=acc, device=xp.device)
-        h = h0.contiguous()
-        c = c0.to(acc).contiguous() if is_lstm else None
-        has_valid = valid is not None
-        for t in range(T - 1, -1, -1) if reverse else range(T):
+        dummy = torch.zeros(1, dtype=acc, device=dev)
+        hs = torch.empty(T, B, P, dtype=dt, device=dev)
+        n_gates = {"LSTM": 4 * H, "GRU": 3 * H, "RNN": H}[spec.cell]
+        gates = torch.empty(T, B, n_gates, dtype=acc, device=dev)
+        cs = torch.empty(T, B, H, dtype=acc, device=dev) if lstm else dummy
+        cnew = torch.empty(T, B, H, dtype=acc, device=dev) if lstm and spec.zone(1) else dummy
+        ms = torch.empty(T, B, H, dtype=dt, device=dev) if proj else dummy
+        raws = torch.empty(T, B, GH, dtype=dt, device=dev) if ln else None
+        stats = torch.empty(T, B, 4, dtype=acc, device=dev) if ln else dummy
+        hpn = torch.empty(T, B, H, dtype=acc, device=dev) if spec.cell == "GRU" else dummy
+        zh, zc = spec.masks.zoneout_h, spec.masks.zoneout_c
+        rmask = spec.masks.recurrent
+        h, c = h0.contiguous(), (c0.to(acc).contiguous() if lstm else dummy)
+        for t in range(T - 1, -1, -1) if spec.reverse else range(T):
             h_in = h if rmask is None else h * rmask
-            hp = F.linear(h_in, w_hh, b_hh)  # (B, G*H): cuBLAS
-            v = valid[t] if has_valid else hs
-            if is_lstm:
+            raw = torch.mm(h_in, w["w_hh"].t(), out=raws[t]) if ln else h_in @ w["w_hh"].t()
+            v = spec.valid[t] if spec.valid is not None else dummy
+            common = dict(
+                ln=ln, acc=acc, HAS_BIAS=w["b_hh"] is not None, LN=ln, ZONE_H=spec.zone(0)
+            )
+            b_hh, ln_hh = _or(w["b_hh"], dummy), _or(w["ln_hh"], dummy)
+            zh_t = zh[t] if zh is not None else dummy
+            if lstm:
                 _launch(
-                    k.lstm_forward_step,
+                    k.lstm_forward,
+                    spec,
                     B,
-                    H,
                     xp[t],
-                    hp,
+                    raw,
+                    b_hh,
+                    ln_hh,
+                    _or(w["w_peep"], dummy),
+                    _or(w["ln_c_w"], dummy),
+                    _or(w["ln_c_b"], dummy),
+                    zh_t,
+                    zc[t] if zc is not None else dummy,
                     h,
                     c,
                     v,
                     hs[t],
                     cs[t],
+                    cnew[t] if spec.zone(1) else dummy,
+                    ms[t] if proj else dummy,
                     gates[t],
-                    has_valid=has_valid,
-                    acc=acc,
-                )
-                c = cs[t]
-            else:
-                _launch(
-                    k.gru_forward_step,
-                    B,
+                    stats[t] if ln else dummy,
                     H,
+                    spec.rates[0],
+                    spec.rates[1],
+                    G=GH // H,
+                    COUPLED=spec.coupled,
+                    PEEP=w["w_peep"] is not None,
+                    ZONE_C=spec.zone(1),
+                    PROJ=proj,
+                    **common,
+                )
+                if proj:  # h = W_hr out, then zoneout and holding, on the projected state
+                    h_new = ms[t] @ w["w_hr"].t()
+                    h_new = torch.lerp(h_new, h, spec.keep(0, t, h_new)) if spec.zone(0) else h_new
+                    hs[t] = h_new if spec.valid is None else torch.where(v[:, None] != 0, h_new, h)
+                c = cs[t]
+            elif spec.cell == "GRU":
+                _launch(
+                    k.gru_forward,
+                    spec,
+                    B,
                     xp[t],
-                    hp,
+                    raw,
+                    b_hh,
+                    ln_hh,
+                    zh_t,
                     h,
                     v,
                     hs[t],
                     gates[t],
-                    hn[t],
-                    has_valid=has_valid,
-                    acc=acc,
+                    hpn[t],
+                    stats[t] if ln else dummy,
+                    H,
+                    spec.rates[0],
+                    **common,
+                )
+            else:
+                _launch(
+                    k.rnn_forward,
+                    spec,
+                    B,
+                    xp[t],
+                    raw,
+                    b_hh,
+                    ln_hh,
+                    zh_t,
+                    h,
+                    v,
+                    hs[t],
+                    gates[t],
+                    stats[t] if ln else dummy,
+                    H,
+                    spec.rates[0],
+                    RELU=spec.relu,
+                    **common,
                 )
             h = hs[t]
-        ctx.is_lstm, ctx.reverse, ctx.acc = is_lstm, reverse, acc
-        ctx.has_bias = b_hh is not None
-        ctx.save_for_backward(valid, rmask, h0, c0, w_hh, hs, cs, gates, hn)
-        c_out = cs.to(xp.dtype) if is_lstm else cs
+        ctx.spec = spec
+        ctx.save_for_backward(h0, c0, xp, hs, cs, cnew, ms, gates, raws, stats, hpn, *weights)
+        c_out = cs.to(dt) if lstm else cs
         ctx.mark_non_differentiable(gates)
         return hs, c_out, gates
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_hs, d_cs, _d_gates):
-        k = _kernels()
-        valid, rmask, h0, c0, w_hh, hs, cs, gates, hn = ctx.saved_tensors
-        is_lstm, reverse, acc = ctx.is_lstm, ctx.reverse, ctx.acc
-        T, B, H = hs.shape
-        GH = gates.shape[-1]
-        dev = hs.device
-        has_valid = valid is not None
-        dh_carry = torch.zeros(B, H, dtype=acc, device=dev)
-        dc = torch.zeros(B, H, dtype=acc, device=dev)
-        dh_pass = torch.empty(B, H, dtype=acc, device=dev)
-        dxp = torch.empty(T, B, GH, dtype=acc, device=dev)
-        dhp = dxp if is_lstm else torch.empty(T, B, GH, dtype=acc, device=dev)
-        h_prev = _previous(hs, h0, reverse)  # (T, B, H)
-        c_prev = _previous(cs, c0, reverse) if is_lstm else None
-        w = w_hh.to(acc)
-        for t in range(T) if reverse else range(T - 1, -1, -1):
-            dh = dh_carry if d_hs is None else dh_carry + d_hs[t].to(acc)
-            v = valid[t] if has_valid else dh
-            if is_lstm:
-                if d_cs is not None:
-                    dc += d_cs[t].to(acc)
-                _launch(
-                    k.lstm_backward_step,
-                    B,
-                    H,
-                    dh.contiguous(),
-                    dc,
-                    gates[t],
-                    cs[t],
-                    c_prev[t],
-                    v,
-                    dxp[t],
-                    dh_pass,
-                    has_valid=has_valid,
-                    acc=acc,
-                )
-            else:
-                _launch(
-                    k.gru_backward_step,
-                    B,
-                    H,
-                    dh.contiguous(),
-                    gates[t],
-                    hn[t],
-                    h_prev[t],
-                    v,
-                    dxp[t],
-                    dhp[t],
-                    dh_pass,
-                    has_valid=has_valid,
-                    acc=acc,
-                )
-            back = dhp[t] @ w  # (B, H): the one matmul of the step
-            dh_carry = dh_pass + (back if rmask is None else back * rmask)
-        h_in = h_prev if rmask is None else h_prev * rmask
-        dw_hh = (dhp.reshape(-1, GH).t() @ h_in.reshape(-1, H).to(acc)).to(w_hh.dtype)
-        db_hh = dhp.sum((0, 1)).to(w_hh.dtype) if ctx.has_bias else None
-        dc0 = dc.to(c0.dtype) if is_lstm else None
-        return (None, None, None, None, dxp.to(hs.dtype), dh_carry.to(h0.dtype), dc0, dw_hh, db_hh)
+        from lstmkit.engines import triton_backward
+
+        return (None, *triton_backward.direction_backward(ctx, d_hs, d_cs))
 
 
 def run_direction(
@@ -207,21 +229,27 @@ def run_direction(
     masks: StepMasks | None,
 ):
     """Same contract as lstmkit.engines.reference.run_direction."""
-    is_lstm = call.cell.name == "LSTM"
-    xp = input_projection(x, p)  # (T, B, G*H)
-    valid_i8 = None if valid is None else valid[..., 0].to(torch.int8).contiguous()  # (T, B)
-    rmask = None if masks is None else masks.recurrent
-    c0 = state[1] if is_lstm else state[0].new_empty(0)
-    hs, cs, gates = TritonDirection.apply(
-        is_lstm, reverse, valid_i8, rmask, xp, state[0], c0, p.w_hh, p.b_hh
+    spec = Spec(
+        cell=call.cell.name,
+        coupled=call.opts.coupled,
+        relu=call.opts.nonlinearity == "relu",
+        reverse=reverse,
+        valid=None if valid is None else valid[..., 0].to(torch.int8).contiguous(),
+        masks=masks or StepMasks(),
+        rates=(0.0, 0.0) if call.training else (call.zoneout[1], call.zoneout[0]),
+        hidden_size=call.hidden_size,
     )
+    xp = input_projection(x, p)  # (T, B, G*H)
+    c0 = state[1] if len(state) > 1 else state[0].new_empty(0)
+    hs, cs, gates = TritonDirection.apply(spec, xp, state[0], c0, *(getattr(p, f) for f in WEIGHTS))
     last = 0 if reverse else x.shape[0] - 1
-    final = (hs[last], cs[last]) if is_lstm else (hs[last],)
+    final = (hs[last], cs[last]) if spec.cell == "LSTM" else (hs[last],)
     out = hs if valid is None else torch.where(valid, hs, 0.0)
     record: dict[str, Tensor] = {}
     if call.return_trace:
-        named = split(gates.to(x.dtype), LSTM_GATES if is_lstm else GRU_GATES)
-        if is_lstm:
+        names = {"LSTM": LSTM_GATES, "GRU": GRU_GATES}.get(spec.cell, ())
+        named = split(gates.to(x.dtype), names) if names else {}
+        if spec.cell == "LSTM":
             named["c"] = cs.detach()
         for name, value in named.items():
             record[name] = value if valid is None else torch.where(valid, value, 0.0)
@@ -231,21 +259,15 @@ def run_direction(
 
 class TritonEngine(Engine):
     name = "triton"
-    priority = 75  # below native (cuDNN), above the fused eager engine
+    priority = 75  # below native (cuDNN, exact torch), above the fused eager engine
 
     def unsupported(self, call: RecurrentCall) -> str | None:
         if importlib.util.find_spec("triton") is None:
             return "triton is not installed (pip install 'lstmkit[triton]')"
         if not call.x.is_cuda and not interpreting():
             return "the Triton engine needs a CUDA GPU"
-        if call.cell.name not in ("LSTM", "GRU"):
-            return "the Triton engine has LSTM and GRU kernels only"
         if call.x.dtype not in DTYPES:
             return f"dtype {call.x.dtype} is not one of {DTYPES}"
-        if call.has_structural_extras or call.proj_size:
-            return "proj_size / peephole / layer_norm / coupled are not in the Triton kernels yet"
-        if any(z > 0 for z in call.zoneout):
-            return "zoneout is not in the Triton kernels yet"
         return None
 
     def run(self, call: RecurrentCall) -> RecurrentResult:

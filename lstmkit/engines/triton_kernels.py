@@ -1,14 +1,15 @@
-"""Triton kernels of the GPU engine: one program per (sequence, block of hidden units) per step.
+"""Triton kernels of the GPU engine: the pointwise work of one step, fused into one pass.
 
-Each kernel is the pointwise part of a step (lstmkit.cells.lstm / gru hold the equations; these
-are the same equations, fused into one pass over memory). The recurrent matmul stays with cuBLAS
-(torch.addmm) between launches. Arithmetic runs in ACC (float32, or float64 for float64 input)
-whatever the storage type, and the LSTM cell state is stored in ACC: bfloat16 / float16 runs keep
-their cell state in float32. Gate layout as torch.nn: i, f, g, o (LSTM) and r, z, n (GRU), each
-block H wide inside a row of G*H.
+One program handles one sequence (row b) and a block of BLOCK hidden units. With layer norm the
+statistics need a whole row, so the engine then launches BLOCK >= H (one block per row). The
+equations are those of lstmkit.cells (lstm.py, gru.py, rnn.py) and lstmkit.cells.regularizers;
+the recurrent matmul raw_t = W_hh (h_{t-1} * rmask) stays with cuBLAS between launches.
 
-tanh is written 2 * sigmoid(2x) - 1: Triton's core language has sigmoid on every backend,
-including the CPU interpreter (TRITON_INTERPRET=1) the tests use.
+Arithmetic runs in ACC (float32; float64 for float64 input) whatever the storage dtype, and the
+LSTM cell state is stored in ACC, so bfloat16 / float16 runs keep their cell state in float32.
+Gate blocks as torch.nn: i, f, g, o (LSTM; f, g, o when coupled), r, z, n (GRU), each H wide.
+Zoneout flags: 0 off, 1 a (T, B, H) mask of units that keep their value, 2 a rate (evaluation).
+tanh is 2 * sigmoid(2x) - 1: sigmoid exists on every backend, the CPU interpreter included.
 """
 
 from __future__ import annotations
@@ -23,16 +24,113 @@ def _tanh(x):
 
 
 @triton.jit
-def lstm_forward_step(
+def _ld(ptr, j, m, ACC: tl.constexpr):
+    return tl.load(ptr + j, mask=m, other=0.0).to(ACC)
+
+
+@triton.jit
+def _zone_keep(z_ptr, b, j, m, H, rate, ZONE: tl.constexpr, ACC: tl.constexpr):
+    """Probability-or-mask that a unit keeps its previous value (0 when zoneout is off)."""
+    if ZONE == 1:
+        return _ld(z_ptr + b * H, j, m, ACC)
+    elif ZONE == 2:
+        return tl.zeros([j.shape[0]], ACC) + rate
+    else:
+        return tl.zeros([j.shape[0]], ACC)
+
+
+@triton.jit
+def _row_stats(raw_ptr, j, m, H, G: tl.constexpr, ACC: tl.constexpr):
+    """Mean and 1/std of a (G*H) row held in G blocks (needs BLOCK >= H)."""
+    n = G * H
+    s = tl.zeros([j.shape[0]], ACC)
+    for k in tl.static_range(G):
+        s += _ld(raw_ptr + k * H, j, m, ACC)
+    mean = tl.sum(s, 0) / n
+    q = tl.zeros([j.shape[0]], ACC)
+    for k in tl.static_range(G):
+        d = tl.where(m, _ld(raw_ptr + k * H, j, m, ACC) - mean, 0.0)
+        q += d * d
+    rstd = 1.0 / tl.sqrt(tl.sum(q, 0) / n + 1e-5)
+    return mean, rstd
+
+
+@triton.jit
+def _hp_block(
+    raw_ptr,
+    b_ptr,
+    ln_ptr,
+    k,
+    j,
+    m,
+    H,
+    mean,
+    rstd,
+    HAS_BIAS: tl.constexpr,
+    LN: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Block k of hp = LN_hh(raw) * gain + b_hh."""
+    v = _ld(raw_ptr + k * H, j, m, ACC)
+    if LN:
+        v = (v - mean) * rstd * _ld(ln_ptr + k * H, j, m, ACC)
+    if HAS_BIAS:
+        v += _ld(b_ptr + k * H, j, m, ACC)
+    return v
+
+
+@triton.jit
+def _ln_row_backward(
+    dy_ptr, raw_ptr, ln_ptr, dx_ptr, j, m, H, mean, rstd, G: tl.constexpr, ACC: tl.constexpr
+):
+    """dx of y = LN(x) * gain over a (G*H) row whose dy blocks are already stored at dy_ptr."""
+    n = G * H
+    a = tl.zeros([j.shape[0]], ACC)
+    c = tl.zeros([j.shape[0]], ACC)
+    for k in tl.static_range(G):
+        dyg = _ld(dy_ptr + k * H, j, m, ACC) * _ld(ln_ptr + k * H, j, m, ACC)
+        xh = (_ld(raw_ptr + k * H, j, m, ACC) - mean) * rstd
+        a += dyg
+        c += tl.where(m, dyg * xh, 0.0)
+    a_mean = tl.sum(a, 0) / n
+    c_mean = tl.sum(c, 0) / n
+    for k in tl.static_range(G):
+        dyg = _ld(dy_ptr + k * H, j, m, ACC) * _ld(ln_ptr + k * H, j, m, ACC)
+        xh = (_ld(raw_ptr + k * H, j, m, ACC) - mean) * rstd
+        tl.store(dx_ptr + k * H + j, rstd * (dyg - a_mean - xh * c_mean), mask=m)
+
+
+@triton.jit
+def lstm_forward(
     xp_ptr,
-    hp_ptr,
+    raw_ptr,
+    bhh_ptr,
+    lnhh_ptr,
+    peep_ptr,
+    lncw_ptr,
+    lncb_ptr,
+    zh_ptr,
+    zc_ptr,
     h_prev_ptr,
     c_prev_ptr,
-    valid_ptr,  # (B,4H) (B,4H) (B,H) (B,H) (B,)
+    valid_ptr,
     h_ptr,
     c_ptr,
-    gates_ptr,  # out: (B,H) storage dtype, (B,H) ACC, (B,4H) ACC
+    cnew_ptr,
+    m_ptr,
+    gates_ptr,
+    stats_ptr,
     H,
+    rate_h,
+    rate_c,
+    G: tl.constexpr,
+    COUPLED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    LN: tl.constexpr,
+    PEEP: tl.constexpr,
+    ZONE_H: tl.constexpr,
+    ZONE_C: tl.constexpr,
+    PROJ: tl.constexpr,
     HAS_VALID: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -40,97 +138,212 @@ def lstm_forward_step(
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    row = b * 4 * H
-    pre_i = tl.load(xp_ptr + row + j, mask=m).to(ACC) + tl.load(hp_ptr + row + j, mask=m).to(ACC)
-    pre_f = tl.load(xp_ptr + row + H + j, mask=m).to(ACC) + tl.load(
-        hp_ptr + row + H + j, mask=m
-    ).to(ACC)
-    pre_g = tl.load(xp_ptr + row + 2 * H + j, mask=m).to(ACC) + tl.load(
-        hp_ptr + row + 2 * H + j, mask=m
-    ).to(ACC)
-    pre_o = tl.load(xp_ptr + row + 3 * H + j, mask=m).to(ACC) + tl.load(
-        hp_ptr + row + 3 * H + j, mask=m
-    ).to(ACC)
-    i = tl.sigmoid(pre_i)
+    xp = xp_ptr + b * G * H
+    raw = raw_ptr + b * G * H
+    mean = 0.0
+    rstd = 1.0
+    if LN:
+        mean, rstd = _row_stats(raw, j, m, H, G, ACC)
+    kf = 0 if COUPLED else 1  # block index of f; g and o follow it
+    c_prev = _ld(c_prev_ptr + b * H, j, m, ACC)
+    pre_f = _ld(xp + kf * H, j, m, ACC) + _hp_block(
+        raw, bhh_ptr, lnhh_ptr, kf, j, m, H, mean, rstd, HAS_BIAS, LN, ACC
+    )
+    if PEEP:
+        pre_f += _ld(peep_ptr + (0 if COUPLED else 1) * H, j, m, ACC) * c_prev
     f = tl.sigmoid(pre_f)
-    g = _tanh(pre_g)
+    if COUPLED:
+        i = 1.0 - f
+    else:
+        pre_i = _ld(xp, j, m, ACC) + _hp_block(
+            raw, bhh_ptr, lnhh_ptr, 0, j, m, H, mean, rstd, HAS_BIAS, LN, ACC
+        )
+        if PEEP:
+            pre_i += _ld(peep_ptr, j, m, ACC) * c_prev
+        i = tl.sigmoid(pre_i)
+    g = _tanh(
+        _ld(xp + (kf + 1) * H, j, m, ACC)
+        + _hp_block(raw, bhh_ptr, lnhh_ptr, kf + 1, j, m, H, mean, rstd, HAS_BIAS, LN, ACC)
+    )
+    c_new = f * c_prev + i * g
+    pre_o = _ld(xp + (kf + 2) * H, j, m, ACC) + _hp_block(
+        raw, bhh_ptr, lnhh_ptr, kf + 2, j, m, H, mean, rstd, HAS_BIAS, LN, ACC
+    )
+    if PEEP:
+        pre_o += _ld(peep_ptr + (1 if COUPLED else 2) * H, j, m, ACC) * c_new
     o = tl.sigmoid(pre_o)
-    c_prev = tl.load(c_prev_ptr + b * H + j, mask=m).to(ACC)
-    c = f * c_prev + i * g
-    h = o * _tanh(c)
-    if HAS_VALID:  # past the sequence's end the state is held
+    c_hat = c_new
+    if LN:  # layer norm of the cell over its H units (one block per row)
+        mu = tl.sum(tl.where(m, c_new, 0.0), 0) / H
+        dc = tl.where(m, c_new - mu, 0.0)
+        rs = 1.0 / tl.sqrt(tl.sum(dc * dc, 0) / H + 1e-5)
+        c_hat = dc * rs * _ld(lncw_ptr, j, m, ACC) + _ld(lncb_ptr, j, m, ACC)
+        tl.store(stats_ptr + b * 4 + 2, mu)
+        tl.store(stats_ptr + b * 4 + 3, rs)
+    if LN:
+        tl.store(stats_ptr + b * 4, mean)
+        tl.store(stats_ptr + b * 4 + 1, rstd)
+    out = o * _tanh(c_hat)
+    zc = _zone_keep(zc_ptr, b, j, m, H, rate_c, ZONE_C, ACC)
+    c = c_new + zc * (c_prev - c_new)
+    if HAS_VALID:
         v = tl.load(valid_ptr + b) != 0
         c = tl.where(v, c, c_prev)
-        h = tl.where(v, h, tl.load(h_prev_ptr + b * H + j, mask=m).to(ACC))
-    tl.store(c_ptr + b * H + j, c.to(c_ptr.dtype.element_ty), mask=m)
-    tl.store(h_ptr + b * H + j, h.to(h_ptr.dtype.element_ty), mask=m)
-    tl.store(gates_ptr + row + j, i, mask=m)
-    tl.store(gates_ptr + row + H + j, f, mask=m)
-    tl.store(gates_ptr + row + 2 * H + j, g, mask=m)
-    tl.store(gates_ptr + row + 3 * H + j, o, mask=m)
+    tl.store(c_ptr + b * H + j, c, mask=m)
+    if ZONE_C != 0:
+        tl.store(cnew_ptr + b * H + j, c_new, mask=m)
+    if PROJ:  # h = W_hr out is a matmul: the engine does it, then zoneout and holding
+        tl.store(m_ptr + b * H + j, out.to(m_ptr.dtype.element_ty), mask=m)
+    else:
+        h_prev = _ld(h_prev_ptr + b * H, j, m, ACC)
+        zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
+        h = out + zh * (h_prev - out)
+        if HAS_VALID:
+            h = tl.where(v, h, h_prev)
+        tl.store(h_ptr + b * H + j, h.to(h_ptr.dtype.element_ty), mask=m)
+    gates = gates_ptr + b * 4 * H
+    tl.store(gates + j, i, mask=m)
+    tl.store(gates + H + j, f, mask=m)
+    tl.store(gates + 2 * H + j, g, mask=m)
+    tl.store(gates + 3 * H + j, o, mask=m)
 
 
 @triton.jit
-def lstm_backward_step(
+def lstm_backward(
     dh_ptr,
     dc_ptr,
     gates_ptr,
-    c_ptr,
+    cnew_ptr,
     c_prev_ptr,
-    valid_ptr,  # dh (B,H); dc (B,H) in/out ACC
+    zh_ptr,
+    zc_ptr,
+    valid_ptr,
+    raw_ptr,
+    lnhh_ptr,
+    peep_ptr,
+    lncw_ptr,
+    lncb_ptr,
+    stats_ptr,
     dpre_ptr,
-    dh_pass_ptr,  # out: (B,4H) ACC gradient of the gate pre-activations, (B,H) ACC
+    draw_ptr,
+    dh_direct_ptr,
+    dyc_ptr,
     H,
+    rate_h,
+    rate_c,
+    G: tl.constexpr,
+    COUPLED: tl.constexpr,
+    LN: tl.constexpr,
+    PEEP: tl.constexpr,
+    ZONE_H: tl.constexpr,
+    ZONE_C: tl.constexpr,
+    PROJ: tl.constexpr,
     HAS_VALID: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    """dh: gradient of the state h_t (or, with PROJ, of out_t = o * tanh(c_hat) already through
+    W_hr and zoneout); dc: gradient of the state c_t in, of c_{t-1} out (in place)."""
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    row = b * 4 * H
-    dh = tl.load(dh_ptr + b * H + j, mask=m).to(ACC)
-    dc_in = tl.load(dc_ptr + b * H + j, mask=m).to(ACC)
-    i = tl.load(gates_ptr + row + j, mask=m)
-    f = tl.load(gates_ptr + row + H + j, mask=m)
-    g = tl.load(gates_ptr + row + 2 * H + j, mask=m)
-    o = tl.load(gates_ptr + row + 3 * H + j, mask=m)
-    c = tl.load(c_ptr + b * H + j, mask=m).to(ACC)
-    c_prev = tl.load(c_prev_ptr + b * H + j, mask=m).to(ACC)
-    tc = _tanh(c)
-    dc = dc_in + dh * o * (1.0 - tc * tc)  # h = o * tanh(c)
-    d_i = dc * g * i * (1.0 - i)
-    d_f = dc * c_prev * f * (1.0 - f)
-    d_g = dc * i * (1.0 - g * g)
-    d_o = dh * tc * o * (1.0 - o)
-    dc_prev = dc * f
-    dh_pass = tl.zeros_like(dh)
-    if HAS_VALID:  # a held step passes its gradients straight through
+    v = True
+    if HAS_VALID:
         v = tl.load(valid_ptr + b) != 0
-        d_i = tl.where(v, d_i, 0.0)
-        d_f = tl.where(v, d_f, 0.0)
-        d_g = tl.where(v, d_g, 0.0)
-        d_o = tl.where(v, d_o, 0.0)
-        dc_prev = tl.where(v, dc_prev, dc_in)
-        dh_pass = tl.where(v, dh_pass, dh)
+    dh = _ld(dh_ptr + b * H, j, m, ACC)
+    if PROJ:
+        d_out = dh
+    else:
+        zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
+        d_out = tl.where(v, (1.0 - zh) * dh, 0.0)
+        tl.store(dh_direct_ptr + b * H + j, tl.where(v, zh * dh, dh), mask=m)
+    dc_state = _ld(dc_ptr + b * H, j, m, ACC)
+    zc = _zone_keep(zc_ptr, b, j, m, H, rate_c, ZONE_C, ACC)
+    dc_new = tl.where(v, (1.0 - zc) * dc_state, 0.0)
+    dc_prev = tl.where(v, zc * dc_state, dc_state)
+    gates = gates_ptr + b * 4 * H
+    i = _ld(gates, j, m, ACC)
+    f = _ld(gates + H, j, m, ACC)
+    g = _ld(gates + 2 * H, j, m, ACC)
+    o = _ld(gates + 3 * H, j, m, ACC)
+    c_prev = _ld(c_prev_ptr + b * H, j, m, ACC)
+    if ZONE_C != 0:
+        c_new = _ld(cnew_ptr + b * H, j, m, ACC)
+    else:
+        c_new = f * c_prev + i * g
+    c_hat = c_new
+    if LN:
+        mu = tl.load(stats_ptr + b * 4 + 2)
+        rs = tl.load(stats_ptr + b * 4 + 3)
+        xc = tl.where(m, (c_new - mu) * rs, 0.0)
+        gamma = _ld(lncw_ptr, j, m, ACC)
+        c_hat = xc * gamma + _ld(lncb_ptr, j, m, ACC)
+    tc = _tanh(c_hat)
+    d_o = d_out * tc * o * (1.0 - o)
+    dyc = d_out * o * (1.0 - tc * tc)
+    if LN:
+        tl.store(dyc_ptr + b * H + j, dyc, mask=m)
+        dyg = tl.where(m, dyc * gamma, 0.0)
+        a_mean = tl.sum(dyg, 0) / H
+        c_mean = tl.sum(dyg * xc, 0) / H
+        dc_new += rs * (dyg - a_mean - xc * c_mean)
+    else:
+        dc_new += dyc
+    if PEEP:
+        dc_new += _ld(peep_ptr + (1 if COUPLED else 2) * H, j, m, ACC) * d_o
+    d_g = dc_new * i * (1.0 - g * g)
+    dc_prev += dc_new * f
+    kf = 0 if COUPLED else 1
+    dpre = dpre_ptr + b * G * H
+    if COUPLED:
+        d_f = dc_new * (c_prev - g) * f * (1.0 - f)
+    else:
+        d_i = dc_new * g * i * (1.0 - i)
+        d_f = dc_new * c_prev * f * (1.0 - f)
+        tl.store(dpre + j, d_i, mask=m)
+        if PEEP:
+            dc_prev += _ld(peep_ptr, j, m, ACC) * d_i
+    if PEEP:
+        dc_prev += _ld(peep_ptr + (0 if COUPLED else 1) * H, j, m, ACC) * d_f
+    tl.store(dpre + kf * H + j, d_f, mask=m)
+    tl.store(dpre + (kf + 1) * H + j, d_g, mask=m)
+    tl.store(dpre + (kf + 2) * H + j, d_o, mask=m)
     tl.store(dc_ptr + b * H + j, dc_prev, mask=m)
-    tl.store(dh_pass_ptr + b * H + j, dh_pass, mask=m)
-    tl.store(dpre_ptr + row + j, d_i, mask=m)
-    tl.store(dpre_ptr + row + H + j, d_f, mask=m)
-    tl.store(dpre_ptr + row + 2 * H + j, d_g, mask=m)
-    tl.store(dpre_ptr + row + 3 * H + j, d_o, mask=m)
+    if LN:  # gradient of the raw recurrent matmul through LN_hh (needs the stored dpre row)
+        tl.debug_barrier()
+        _ln_row_backward(
+            dpre,
+            raw_ptr + b * G * H,
+            lnhh_ptr,
+            draw_ptr + b * G * H,
+            j,
+            m,
+            H,
+            tl.load(stats_ptr + b * 4),
+            tl.load(stats_ptr + b * 4 + 1),
+            G,
+            ACC,
+        )
 
 
 @triton.jit
-def gru_forward_step(
+def gru_forward(
     xp_ptr,
-    hp_ptr,
+    raw_ptr,
+    bhh_ptr,
+    lnhh_ptr,
+    zh_ptr,
     h_prev_ptr,
-    valid_ptr,  # (B,3H) (B,3H) (B,H) (B,)
+    valid_ptr,
     h_ptr,
     gates_ptr,
-    hn_ptr,  # out: (B,H) storage, (B,3H) ACC, (B,H) ACC = W_hn h + b_hn
+    hpn_ptr,
+    stats_ptr,
     H,
+    rate_h,
+    HAS_BIAS: tl.constexpr,
+    LN: tl.constexpr,
+    ZONE_H: tl.constexpr,
     HAS_VALID: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -138,39 +351,56 @@ def gru_forward_step(
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    row = b * 3 * H
+    xp = xp_ptr + b * 3 * H
+    raw = raw_ptr + b * 3 * H
+    mean = 0.0
+    rstd = 1.0
+    if LN:
+        mean, rstd = _row_stats(raw, j, m, H, 3, ACC)
+        tl.store(stats_ptr + b * 4, mean)
+        tl.store(stats_ptr + b * 4 + 1, rstd)
     r = tl.sigmoid(
-        tl.load(xp_ptr + row + j, mask=m).to(ACC) + tl.load(hp_ptr + row + j, mask=m).to(ACC)
+        _ld(xp, j, m, ACC)
+        + _hp_block(raw, bhh_ptr, lnhh_ptr, 0, j, m, H, mean, rstd, HAS_BIAS, LN, ACC)
     )
     z = tl.sigmoid(
-        tl.load(xp_ptr + row + H + j, mask=m).to(ACC)
-        + tl.load(hp_ptr + row + H + j, mask=m).to(ACC)
+        _ld(xp + H, j, m, ACC)
+        + _hp_block(raw, bhh_ptr, lnhh_ptr, 1, j, m, H, mean, rstd, HAS_BIAS, LN, ACC)
     )
-    hn = tl.load(hp_ptr + row + 2 * H + j, mask=m).to(ACC)
-    n = _tanh(tl.load(xp_ptr + row + 2 * H + j, mask=m).to(ACC) + r * hn)
-    h_prev = tl.load(h_prev_ptr + b * H + j, mask=m).to(ACC)
-    h = (1.0 - z) * n + z * h_prev
+    hpn = _hp_block(raw, bhh_ptr, lnhh_ptr, 2, j, m, H, mean, rstd, HAS_BIAS, LN, ACC)
+    n = _tanh(_ld(xp + 2 * H, j, m, ACC) + r * hpn)
+    h_prev = _ld(h_prev_ptr + b * H, j, m, ACC)
+    h_new = (1.0 - z) * n + z * h_prev
+    zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
+    h = h_new + zh * (h_prev - h_new)
     if HAS_VALID:
-        v = tl.load(valid_ptr + b) != 0
-        h = tl.where(v, h, h_prev)
+        h = tl.where(tl.load(valid_ptr + b) != 0, h, h_prev)
     tl.store(h_ptr + b * H + j, h.to(h_ptr.dtype.element_ty), mask=m)
-    tl.store(gates_ptr + row + j, r, mask=m)
-    tl.store(gates_ptr + row + H + j, z, mask=m)
-    tl.store(gates_ptr + row + 2 * H + j, n, mask=m)
-    tl.store(hn_ptr + b * H + j, hn, mask=m)
+    tl.store(gates_ptr + b * 3 * H + j, r, mask=m)
+    tl.store(gates_ptr + b * 3 * H + H + j, z, mask=m)
+    tl.store(gates_ptr + b * 3 * H + 2 * H + j, n, mask=m)
+    tl.store(hpn_ptr + b * H + j, hpn, mask=m)
 
 
 @triton.jit
-def gru_backward_step(
+def gru_backward(
     dh_ptr,
     gates_ptr,
-    hn_ptr,
+    hpn_ptr,
     h_prev_ptr,
-    valid_ptr,  # dh (B,H) ACC: total gradient of h_t
+    zh_ptr,
+    valid_ptr,
+    raw_ptr,
+    lnhh_ptr,
+    stats_ptr,
     dxp_ptr,
     dhp_ptr,
-    dh_direct_ptr,  # out: (B,3H) (B,3H) ACC, (B,H) ACC the z * dh path
+    draw_ptr,
+    dh_direct_ptr,
     H,
+    rate_h,
+    LN: tl.constexpr,
+    ZONE_H: tl.constexpr,
     HAS_VALID: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -178,29 +408,145 @@ def gru_backward_step(
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    row = b * 3 * H
-    dh = tl.load(dh_ptr + b * H + j, mask=m).to(ACC)
-    r = tl.load(gates_ptr + row + j, mask=m)
-    z = tl.load(gates_ptr + row + H + j, mask=m)
-    n = tl.load(gates_ptr + row + 2 * H + j, mask=m)
-    hn = tl.load(hn_ptr + b * H + j, mask=m)
-    h_prev = tl.load(h_prev_ptr + b * H + j, mask=m).to(ACC)
-    d_nx = dh * (1.0 - z) * (1.0 - n * n)  # gradient of n's pre-activation
-    d_hn = d_nx * r
-    d_r = d_nx * hn * r * (1.0 - r)
-    d_z = dh * (h_prev - n) * z * (1.0 - z)
-    dh_direct = dh * z
+    v = True
     if HAS_VALID:
         v = tl.load(valid_ptr + b) != 0
-        d_nx = tl.where(v, d_nx, 0.0)
-        d_hn = tl.where(v, d_hn, 0.0)
-        d_r = tl.where(v, d_r, 0.0)
-        d_z = tl.where(v, d_z, 0.0)
-        dh_direct = tl.where(v, dh_direct, dh)
-    tl.store(dxp_ptr + row + j, d_r, mask=m)
-    tl.store(dxp_ptr + row + H + j, d_z, mask=m)
-    tl.store(dxp_ptr + row + 2 * H + j, d_nx, mask=m)
-    tl.store(dhp_ptr + row + j, d_r, mask=m)
-    tl.store(dhp_ptr + row + H + j, d_z, mask=m)
-    tl.store(dhp_ptr + row + 2 * H + j, d_hn, mask=m)
-    tl.store(dh_direct_ptr + b * H + j, dh_direct, mask=m)
+    dh = _ld(dh_ptr + b * H, j, m, ACC)
+    zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
+    d_new = tl.where(v, (1.0 - zh) * dh, 0.0)
+    gates = gates_ptr + b * 3 * H
+    r = _ld(gates, j, m, ACC)
+    z = _ld(gates + H, j, m, ACC)
+    n = _ld(gates + 2 * H, j, m, ACC)
+    hpn = _ld(hpn_ptr + b * H, j, m, ACC)
+    h_prev = _ld(h_prev_ptr + b * H, j, m, ACC)
+    d_nx = d_new * (1.0 - z) * (1.0 - n * n)  # n's pre-activation
+    d_hpn = d_nx * r
+    d_r = d_nx * hpn * r * (1.0 - r)
+    d_z = d_new * (h_prev - n) * z * (1.0 - z)
+    tl.store(dh_direct_ptr + b * H + j, tl.where(v, zh * dh, dh) + d_new * z, mask=m)
+    dxp = dxp_ptr + b * 3 * H
+    dhp = dhp_ptr + b * 3 * H
+    tl.store(dxp + j, d_r, mask=m)
+    tl.store(dxp + H + j, d_z, mask=m)
+    tl.store(dxp + 2 * H + j, d_nx, mask=m)
+    tl.store(dhp + j, d_r, mask=m)
+    tl.store(dhp + H + j, d_z, mask=m)
+    tl.store(dhp + 2 * H + j, d_hpn, mask=m)
+    if LN:
+        tl.debug_barrier()
+        _ln_row_backward(
+            dhp,
+            raw_ptr + b * 3 * H,
+            lnhh_ptr,
+            draw_ptr + b * 3 * H,
+            j,
+            m,
+            H,
+            tl.load(stats_ptr + b * 4),
+            tl.load(stats_ptr + b * 4 + 1),
+            3,
+            ACC,
+        )
+
+
+@triton.jit
+def rnn_forward(
+    xp_ptr,
+    raw_ptr,
+    bhh_ptr,
+    lnhh_ptr,
+    zh_ptr,
+    h_prev_ptr,
+    valid_ptr,
+    h_ptr,
+    hnew_ptr,
+    stats_ptr,
+    H,
+    rate_h,
+    RELU: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    LN: tl.constexpr,
+    ZONE_H: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    b = tl.program_id(0)
+    j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = j < H
+    raw = raw_ptr + b * H
+    mean = 0.0
+    rstd = 1.0
+    if LN:
+        mean, rstd = _row_stats(raw, j, m, H, 1, ACC)
+        tl.store(stats_ptr + b * 4, mean)
+        tl.store(stats_ptr + b * 4 + 1, rstd)
+    pre = _ld(xp_ptr + b * H, j, m, ACC) + _hp_block(
+        raw, bhh_ptr, lnhh_ptr, 0, j, m, H, mean, rstd, HAS_BIAS, LN, ACC
+    )
+    if RELU:
+        h_new = tl.maximum(pre, 0.0)
+    else:
+        h_new = _tanh(pre)
+    h_prev = _ld(h_prev_ptr + b * H, j, m, ACC)
+    zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
+    h = h_new + zh * (h_prev - h_new)
+    if HAS_VALID:
+        h = tl.where(tl.load(valid_ptr + b) != 0, h, h_prev)
+    tl.store(h_ptr + b * H + j, h.to(h_ptr.dtype.element_ty), mask=m)
+    tl.store(hnew_ptr + b * H + j, h_new, mask=m)
+
+
+@triton.jit
+def rnn_backward(
+    dh_ptr,
+    hnew_ptr,
+    zh_ptr,
+    valid_ptr,
+    raw_ptr,
+    lnhh_ptr,
+    stats_ptr,
+    dpre_ptr,
+    draw_ptr,
+    dh_direct_ptr,
+    H,
+    rate_h,
+    RELU: tl.constexpr,
+    LN: tl.constexpr,
+    ZONE_H: tl.constexpr,
+    HAS_VALID: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    b = tl.program_id(0)
+    j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = j < H
+    v = True
+    if HAS_VALID:
+        v = tl.load(valid_ptr + b) != 0
+    dh = _ld(dh_ptr + b * H, j, m, ACC)
+    zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
+    d_new = tl.where(v, (1.0 - zh) * dh, 0.0)
+    h_new = _ld(hnew_ptr + b * H, j, m, ACC)
+    if RELU:
+        d_pre = tl.where(h_new > 0, d_new, 0.0)
+    else:
+        d_pre = d_new * (1.0 - h_new * h_new)
+    tl.store(dpre_ptr + b * H + j, d_pre, mask=m)
+    tl.store(dh_direct_ptr + b * H + j, tl.where(v, zh * dh, dh), mask=m)
+    if LN:
+        tl.debug_barrier()
+        _ln_row_backward(
+            dpre_ptr + b * H,
+            raw_ptr + b * H,
+            lnhh_ptr,
+            draw_ptr + b * H,
+            j,
+            m,
+            H,
+            tl.load(stats_ptr + b * 4),
+            tl.load(stats_ptr + b * 4 + 1),
+            1,
+            ACC,
+        )
