@@ -39,6 +39,7 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
     acc = gates.dtype
     ln, proj, lstm = w["ln_hh"] is not None, w["w_hr"] is not None, spec.cell == "LSTM"
     dummy = torch.zeros(1, dtype=acc, device=dev)
+    all_valid = torch.ones(B, dtype=torch.int8, device=dev)  # what the kernels read without lengths
     rmask = spec.masks.recurrent
     zh, zc = spec.masks.zoneout_h, spec.masks.zoneout_c
 
@@ -57,7 +58,7 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
 
     for t in range(T) if spec.reverse else range(T - 1, -1, -1):
         dh = dh_carry if d_hs is None else dh_carry + d_hs[t].to(acc)
-        v = spec.valid[t] if spec.valid is not None else dummy
+        v = spec.valid[t] if spec.valid is not None else all_valid
         common = dict(ln=ln, acc=acc, LN=ln, ZONE_H=spec.zone(0))
         zh_t = zh[t] if zh is not None else dummy
         raw_t, stats_t = (raws[t], stats[t]) if ln else (dummy, dummy)

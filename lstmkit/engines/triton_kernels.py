@@ -247,9 +247,7 @@ def lstm_backward(
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    v = True
-    if HAS_VALID:
-        v = tl.load(valid_ptr + b) != 0
+    v = tl.load(valid_ptr + b) != 0  # the engine passes ones when every step is valid
     dh = _ld(dh_ptr + b * H, j, m, ACC)
     if PROJ:
         d_out = dh
@@ -408,9 +406,7 @@ def gru_backward(
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    v = True
-    if HAS_VALID:
-        v = tl.load(valid_ptr + b) != 0
+    v = tl.load(valid_ptr + b) != 0  # the engine passes ones when every step is valid
     dh = _ld(dh_ptr + b * H, j, m, ACC)
     zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
     d_new = tl.where(v, (1.0 - zh) * dh, 0.0)
@@ -522,9 +518,7 @@ def rnn_backward(
     b = tl.program_id(0)
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = j < H
-    v = True
-    if HAS_VALID:
-        v = tl.load(valid_ptr + b) != 0
+    v = tl.load(valid_ptr + b) != 0  # the engine passes ones when every step is valid
     dh = _ld(dh_ptr + b * H, j, m, ACC)
     zh = _zone_keep(zh_ptr, b, j, m, H, rate_h, ZONE_H, ACC)
     d_new = tl.where(v, (1.0 - zh) * dh, 0.0)
