@@ -1,10 +1,11 @@
 """Backward through time of the Triton engine (see lstmkit.engines.triton_gpu for the forward).
 
-Per step, in reverse processing order: one kernel (triton_kernels.*_backward) gives the gradient
-of the gate pre-activations and of the raw recurrent matmul (through LN_hh when on), the carried
-dc_{t-1}, and the part of dh_{t-1} that skips the matmul (zoneout, the GRU's z * h path, held
-steps); one matmul adds draw_t W_hh (times the recurrent-dropout mask). With proj_size the
-hidden side (zoneout, holding, W_hr) is done here in torch around the kernel.
+Per step, in reverse processing order: one kernel (the *_backward of triton_lstm /
+triton_gru) gives the gradient of the gate pre-activations and of the raw recurrent matmul
+(through LN_hh when on), the carried dc_{t-1}, and the part of dh_{t-1} that skips the matmul
+(zoneout, the GRU's z * h path, held steps); one matmul adds draw_t W_hh (times the
+recurrent-dropout mask). With proj_size the hidden side (zoneout, holding, W_hr) is done here
+in torch around the kernel.
 
 After the loop, every parameter gradient is one large matmul or reduction over T*B rows:
     dW_hh = draw^T h_in      db_hh = sum dpre       d gain_hh = sum dpre * xhat_hh
@@ -28,7 +29,7 @@ def _ln_gain_grad(dy: Tensor, raw: Tensor, stats: Tensor, lo: int) -> Tensor:
 
 
 def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
-    from lstmkit.engines import triton_kernels as k
+    from lstmkit.engines import triton_gru, triton_lstm
 
     spec = ctx.spec
     h0, c0, xp, hs, cs, cnew, ms, gates, raws, stats, hpn, *weights = ctx.saved_tensors
@@ -74,7 +75,7 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
                 dh_new_all[t] = dh_new
                 dh = dh_new @ w_hr  # (B, H): gradient of o * tanh(c_hat)
             _launch(
-                k.lstm_backward,
+                triton_lstm.lstm_backward,
                 spec,
                 B,
                 dh.contiguous(),
@@ -107,7 +108,7 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
             )
         elif spec.cell == "GRU":
             _launch(
-                k.gru_backward,
+                triton_gru.gru_backward,
                 spec,
                 B,
                 dh.contiguous(),
@@ -129,7 +130,7 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
             )
         else:
             _launch(
-                k.rnn_backward,
+                triton_gru.rnn_backward,
                 spec,
                 B,
                 dh.contiguous(),

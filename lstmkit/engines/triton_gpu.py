@@ -4,7 +4,7 @@ Per layer and direction, one torch.autograd.Function runs the sequence:
 
 forward   xp = LN_ih(W_ih x) + b_ih for all steps as one matmul (outside the Function, so autograd
           gives dW_ih and dx as one matmul each). Per step: raw = W_hh (h_{t-1} * rmask) by cuBLAS,
-          then ONE Triton kernel (lstmkit.engines.triton_kernels) for everything pointwise: layer
+          then ONE Triton kernel (triton_lstm.py / triton_gru.py) for everything pointwise: layer
           norm of raw, bias, gates, peepholes, cell update, cell layer norm, zoneout and length
           masking, writing h_t, c_t and the gates straight into (T, B, *) buffers. With proj_size
           the projection W_hr is one more cuBLAS matmul per step.
@@ -94,7 +94,7 @@ class TritonDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, *weights):
-        from lstmkit.engines import triton_kernels as k
+        from lstmkit.engines import triton_gru, triton_lstm
 
         w = dict(zip(WEIGHTS, weights))
         T, B, GH = xp.shape
@@ -128,7 +128,7 @@ class TritonDirection(torch.autograd.Function):
             zh_t = zh[t] if zh is not None else dummy
             if lstm:
                 _launch(
-                    k.lstm_forward,
+                    triton_lstm.lstm_forward,
                     spec,
                     B,
                     xp[t],
@@ -166,7 +166,7 @@ class TritonDirection(torch.autograd.Function):
                 c = cs[t]
             elif spec.cell == "GRU":
                 _launch(
-                    k.gru_forward,
+                    triton_gru.gru_forward,
                     spec,
                     B,
                     xp[t],
@@ -186,7 +186,7 @@ class TritonDirection(torch.autograd.Function):
                 )
             else:
                 _launch(
-                    k.rnn_forward,
+                    triton_gru.rnn_forward,
                     spec,
                     B,
                     xp[t],
