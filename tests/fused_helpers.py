@@ -7,6 +7,7 @@ is preceded by the same seed.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lstmkit import engines
@@ -22,12 +23,23 @@ def make_call(layer, x, hx, lengths, return_trace: bool) -> RecurrentCall:
     xx = prep.x
     T, B = (xx.shape[1], xx.shape[0]) if layer.batch_first else (xx.shape[0], xx.shape[1])
     return RecurrentCall(
-        cell=layer.cell, opts=layer.opts, params=layer._params(), x=xx, hx=prep.hx,
-        lengths=prep.lengths, batch_first=layer.batch_first, num_layers=layer.num_layers,
-        bidirectional=layer.bidirectional, hidden_size=layer.hidden_size,
-        proj_size=layer.proj_size, bias=layer.bias, dropout=layer.dropout,
-        training=layer.training, zoneout=layer.zoneout,
-        recurrent_dropout=layer.recurrent_dropout, masks=layer._sample_masks(T, B, xx),
+        cell=layer.cell,
+        opts=layer.opts,
+        params=layer._params(),
+        x=xx,
+        hx=prep.hx,
+        lengths=prep.lengths,
+        batch_first=layer.batch_first,
+        num_layers=layer.num_layers,
+        bidirectional=layer.bidirectional,
+        hidden_size=layer.hidden_size,
+        proj_size=layer.proj_size,
+        bias=layer.bias,
+        dropout=layer.dropout,
+        training=layer.training,
+        zoneout=layer.zoneout,
+        recurrent_dropout=layer.recurrent_dropout,
+        masks=layer._sample_masks(T, B, xx),
         return_trace=return_trace,
     )
 
@@ -55,3 +67,13 @@ def run_engine(name: str, call: RecurrentCall, wrt: list[torch.Tensor], seed: in
     loss = random_loss(result, torch.Generator().manual_seed(1234))
     grads = torch.autograd.grad(loss, wrt, retain_graph=True, allow_unused=True)
     return result, grads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's spinning threads
+    can make each op 100x slower; restore the previous setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,7 +10,14 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("lstmkit.cli.tour",)
+COMMAND_MODULES = (
+    "lstmkit.cli.tour",
+    "lstmkit.cli.lm",
+    "lstmkit.cli.tasks",
+    "lstmkit.cli.agreement",
+    "lstmkit.cli.inspect",
+    "lstmkit.cli.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

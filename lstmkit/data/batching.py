@@ -25,12 +25,16 @@ def batchify(ids: Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -
     if ids.dim() != 1:
         raise ValueError(f"ids must be a 1-D tensor, got shape {tuple(ids.shape)}")
     if batch_size < 1 or batch_size % world_size:
-        raise ValueError(f"batch size {batch_size} must be a positive multiple of the number "
-                         f"of processes ({world_size}); each process takes B/W columns")
+        raise ValueError(
+            f"batch size {batch_size} must be a positive multiple of the number "
+            f"of processes ({world_size}); each process takes B/W columns"
+        )
     N = ids.numel() // batch_size
     if N < 2:
-        raise ValueError(f"{ids.numel()} tokens are too few for batch size {batch_size}: each "
-                         f"column needs at least 2 tokens; use a smaller --batch-size")
+        raise ValueError(
+            f"{ids.numel()} tokens are too few for batch size {batch_size}: each "
+            f"column needs at least 2 tokens; use a smaller --batch-size"
+        )
     data = ids[: N * batch_size].view(batch_size, N).t()  # (N, B): column b = ids[b*N:(b+1)*N]
     per_rank = batch_size // world_size
     return data[:, rank * per_rank : (rank + 1) * per_rank].contiguous()  # (N, B/W)

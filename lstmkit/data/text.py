@@ -51,8 +51,10 @@ def read_text(path: str | os.PathLike, errors: str = "strict") -> str:
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte-order mark is not content
     if not text.strip():
-        raise TextDataError(f"text file {str(path)!r} is empty (or only whitespace); a "
-                            f"language model needs text to learn from")
+        raise TextDataError(
+            f"text file {str(path)!r} is empty (or only whitespace); a "
+            f"language model needs text to learn from"
+        )
     return text
 
 

@@ -27,12 +27,16 @@ class Vocab:
             if not isinstance(tok, str):
                 raise TypeError(f"vocabulary entry {i} is {type(tok).__name__}, expected str")
             if tok in self.stoi:
-                raise ValueError(f"token {tok!r} appears twice in the vocabulary (ids "
-                                 f"{self.stoi[tok]} and {i}); each token needs exactly one id")
+                raise ValueError(
+                    f"token {tok!r} appears twice in the vocabulary (ids "
+                    f"{self.stoi[tok]} and {i}); each token needs exactly one id"
+                )
             self.stoi[tok] = i
         if unk_token is not None and unk_token not in self.stoi:
-            raise ValueError(f"unknown token {unk_token!r} is not in the vocabulary; add it "
-                             f"(Vocab.build puts it first) or pass unk_token=None")
+            raise ValueError(
+                f"unknown token {unk_token!r} is not in the vocabulary; add it "
+                f"(Vocab.build puts it first) or pass unk_token=None"
+            )
         self.unk_token = unk_token
 
     # ---- construction ----------------------------------------------------------------------
@@ -53,8 +57,10 @@ class Vocab:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         specials = list(dict.fromkeys(specials))  # keep order, drop duplicates
         if max_size is not None and max_size < len(specials):
-            raise ValueError(f"max_size={max_size} leaves no room for the {len(specials)} "
-                             f"special tokens {specials}; use max_size >= {len(specials)}")
+            raise ValueError(
+                f"max_size={max_size} leaves no room for the {len(specials)} "
+                f"special tokens {specials}; use max_size >= {len(specials)}"
+            )
         counts = Counter(token_iter)  # Counter keeps first-appearance order for ties
         ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep text order
         itos = list(specials)
@@ -74,8 +80,11 @@ class Vocab:
         return token in self.stoi
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Vocab) and self.itos == other.itos
-                and self.unk_token == other.unk_token)
+        return (
+            isinstance(other, Vocab)
+            and self.itos == other.itos
+            and self.unk_token == other.unk_token
+        )
 
     def __repr__(self) -> str:
         head = ", ".join(repr(t) for t in self.itos[:5])
@@ -93,8 +102,10 @@ class Vocab:
         out = []
         for pos, t in enumerate(tokens):
             if t not in stoi:
-                raise KeyError(f"token {t!r} (position {pos}) is not in the vocabulary, which "
-                               f"has no unknown token; rebuild it on text that contains it")
+                raise KeyError(
+                    f"token {t!r} (position {pos}) is not in the vocabulary, which "
+                    f"has no unknown token; rebuild it on text that contains it"
+                )
             out.append(stoi[t])
         return out
 
@@ -110,8 +121,10 @@ class Vocab:
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps({"format": "lstmkit.vocab/1", "unk_token": self.unk_token,
-                           "itos": self.itos}, ensure_ascii=False)
+        return json.dumps(
+            {"format": "lstmkit.vocab/1", "unk_token": self.unk_token, "itos": self.itos},
+            ensure_ascii=False,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:
@@ -120,8 +133,10 @@ class Vocab:
         except json.JSONDecodeError as e:
             raise ValueError(f"vocabulary is not valid JSON ({e}); the file is damaged") from e
         if not isinstance(data, dict) or data.get("format") != "lstmkit.vocab/1":
-            raise ValueError("not an lstmkit vocabulary: expected a JSON object with "
-                             "format 'lstmkit.vocab/1', 'unk_token' and 'itos'")
+            raise ValueError(
+                "not an lstmkit vocabulary: expected a JSON object with "
+                "format 'lstmkit.vocab/1', 'unk_token' and 'itos'"
+            )
         return cls(data["itos"], unk_token=data.get("unk_token"))
 
     def save(self, path) -> None:

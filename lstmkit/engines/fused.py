@@ -19,18 +19,27 @@ backward  lstmkit.engines.fused_lstm / fused_gru. Everything that does not depen
 Gate traces are outputs of the Function, so gradients flow through them (a loss may use gates).
 What it does not do: double backward (create_graph=True through the engine raises); use
 engine="reference" for higher-order gradients. Results equal the reference engine's to rounding.
+How it works in more detail, and its measured speed: docs/engines.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from lstmkit.cells.base import Cell, CellOptions, LayerParams, input_projection, recurrent_projection
+from lstmkit.cells.base import (
+    Cell,
+    CellOptions,
+    LayerParams,
+    input_projection,
+    recurrent_projection,
+)
+from lstmkit.cells.gru import gru_pointwise
+from lstmkit.cells.lstm import lstm_output, lstm_pointwise
 from lstmkit.cells.regularizers import StepMasks, zoneout
+from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
 from lstmkit.engines.fused_gru import gru_backward, rnn_backward
 from lstmkit.engines.fused_lstm import lstm_backward
@@ -52,6 +61,7 @@ class DirectionConfig:
     masks: StepMasks
     rates: tuple[float, float]  # eval-mode zoneout (hidden, cell); 0 in training
     keep_hp: bool  # GRU: the backward needs W_hn h_{t-1} + b_hn
+    return_trace: bool  # return the c states and the gates as outputs too
 
     @property
     def zoneout_on(self) -> bool:
@@ -77,6 +87,68 @@ class DirectionConfig:
         return a
 
 
+def step_function(cfg: DirectionConfig, xp: Tensor):
+    """The per-step computation (B, G*H) -> new state and gates, with the loop-invariant work
+    done once: W_hh^T made contiguous (a faster matmul every step). Returns (step, hps):
+    step(t, h_in, state) -> (new state, gates, hp); hps is the (T, B, G*H) stack the GRU step
+    writes its projections into, else None. The pointwise math is the cells' own functions."""
+    cell, opts, p = cfg.cell, cfg.opts, cfg.p
+    w_t = p.w_hh.t().contiguous()  # (H_out, G*H)
+    if p.ln_hh is not None:  # the layer norm needs W_hh h on its own: the readable path
+
+        def generic(t, h_in, state):
+            hp = recurrent_projection(h_in, p)
+            return *cell.step(xp[t], hp, state, p, opts), hp
+
+        return generic, None
+    if cell.name == "GRU":  # r scales W_hn h + b_hn: hp stays separate from xp
+        hps = torch.empty_like(xp)  # (T, B, 3H): kept for the backward, written in place
+
+        def gru(t, h_in, state):
+            hp = hps[t]
+            if p.b_hh is None:
+                torch.mm(h_in, w_t, out=hp)
+            else:
+                torch.addmm(p.b_hh, h_in, w_t, out=hp)
+            h, gates = gru_pointwise(xp[t], hp, state[0])
+            return (h,), gates, hp
+
+        return gru, hps
+    # LSTM / RNN: run_direction folded b_hh into xp, so one addmm per step gives xp + hp.
+    # `buf` is reused every step (the cell's functions return new tensors): a fresh (B, G*H)
+    # result each step can cost more in page faults than the matmul itself.
+    assert p.b_hh is None, "fold b_hh into the input projection (see run_direction)"
+    buf = torch.empty_like(xp[0])
+    if cell.name == "LSTM":
+
+        def lstm(t, h_in, state):
+            pre = torch.addmm(xp[t], h_in, w_t, out=buf)  # xp_t + W_hh h
+            c, gates = lstm_pointwise(pre, state[1], p.w_peep, opts.coupled)
+            return (lstm_output(c, gates["o"], p), c), gates, None
+
+        return lstm, None
+
+    def rnn(t, h_in, state):
+        hp = torch.mm(h_in, w_t, out=buf)
+        return (rnn_pointwise(xp[t], hp, opts.nonlinearity),), {}, None
+
+    return rnn, None
+
+
+class StepRows:
+    """A (T, *) tensor filled one step at a time, allocated at the first write. Copying each
+    step's result in keeps the forward's peak memory at one copy (a list stacked at the end
+    holds two)."""
+
+    def __init__(self, T: int) -> None:
+        self.T, self.data = T, None
+
+    def __setitem__(self, t: int, value: Tensor) -> None:
+        if self.data is None:
+            self.data = value.new_empty((self.T, *value.shape))
+        self.data[t].copy_(value)
+
+
 def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
     """The time loop of the reference engine, without autograd, keeping what backward needs.
 
@@ -84,76 +156,88 @@ def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
     before zoneout (the same stacks when zoneout is off), the gates {name: (T, B, H)}, and the
     recurrent projections (T, B, G*H) when cfg.keep_hp, else None. Indexed by time, not by order.
     """
-    cell, opts, p, masks = cfg.cell, cfg.opts, cfg.p, cfg.masks
+    masks = cfg.masks
     T = xp.shape[0]
     n = len(state)
-    states: list[list] = [[None] * T for _ in range(n)]
-    news: list[list] = [[None] * T for _ in range(n)] if cfg.zoneout_on else states
-    gates: dict[str, list] = {g: [None] * T for g in cell.trace_gates(opts)}
-    hps: list = [None] * T
+    step, hp_stack = step_function(cfg, xp)
+    states = [StepRows(T) for _ in range(n)]
+    news = [StepRows(T) for _ in range(n)] if cfg.zoneout_on else states
+    gates = {g: StepRows(T) for g in cfg.cell.trace_gates(cfg.opts)}
+    hps = StepRows(T) if cfg.keep_hp and hp_stack is None else None
     zoneout_masks = (masks.zoneout_h, masks.zoneout_c)
+    zoneout_on, valid, rmask = cfg.zoneout_on, cfg.valid, masks.recurrent
     for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
-        h_in = state[0] if masks.recurrent is None else state[0] * masks.recurrent
-        hp = recurrent_projection(h_in, p)  # (B, G*H): the one matmul of the step
-        new, step_gates = cell.step(xp[t], hp, state, p, opts)
-        if cfg.zoneout_on:
+        h_in = state[0] if rmask is None else state[0] * rmask
+        new, step_gates, hp = step(t, h_in, state)
+        if zoneout_on:
             for k in range(n):
                 news[k][t] = new[k]
             new = tuple(
                 zoneout(old, upd, None if zm is None else zm[t], rate)
                 for old, upd, zm, rate in zip(state, new, zoneout_masks, cfg.rates)
             )
-        if cfg.valid is not None:  # hold the state past each sequence's end
-            new = tuple(torch.where(cfg.valid[t], upd, old) for upd, old in zip(new, state))
+        if valid is not None:  # hold the state past each sequence's end
+            new = tuple(torch.where(valid[t], upd, old) for upd, old in zip(new, state))
         state = new
         for k in range(n):
             states[k][t] = state[k]
         for name, value in step_gates.items():
             gates[name][t] = value
-        if cfg.keep_hp:
+        if hps is not None:
             hps[t] = hp
-    stacked = [torch.stack(s) for s in states]
-    stacked_new = [torch.stack(s) for s in news] if cfg.zoneout_on else stacked
-    gate_stacks = {name: torch.stack(v) for name, v in gates.items()}
-    hp_stack = torch.stack(hps) if cfg.keep_hp else None
-    return stacked, stacked_new, gate_stacks, hp_stack
+    if hps is not None:
+        hp_stack = hps.data
+    stacked = [s.data for s in states]
+    stacked_new = [s.data for s in news]
+    return stacked, stacked_new, {k: v.data for k, v in gates.items()}, hp_stack
 
 
 class FusedDirection(torch.autograd.Function):
-    """One layer and direction. Outputs: the h states (T, B, H_out), for LSTM the c states
-    (T, B, H), then the gate activations in trace order (T, B, H) each (gradients flow)."""
+    """One layer and direction. Outputs: the h states (T, B, H_out); for LSTM the final cell
+    state (B, H); with cfg.return_trace also the c states (T, B, H) [LSTM] and the gate
+    activations in trace order (T, B, H) each. Gradients flow through all of them."""
 
     @staticmethod
     def forward(ctx, cfg: DirectionConfig, xp: Tensor, h0: Tensor, c0: Tensor | None, *weights):
         state = (h0,) if c0 is None else (h0, c0)
         states, news, gates, hp = forward_loop(cfg, xp, state)
-        gate_names = tuple(gates)
-        ctx.cfg, ctx.gate_names = cfg, gate_names
-        ctx.n_states = len(state)
+        ctx.cfg, ctx.gate_names, ctx.n_states = cfg, tuple(gates), len(state)
         ctx.save_for_backward(h0, c0, *states, *news, *gates.values(), hp)
         ctx.set_materialize_grads(False)  # unused outputs (e.g. gates) arrive as None
-        return (*states, *gates.values())
+        outs = [states[0]]
+        if c0 is not None:  # a copy: the c states themselves are only an output with traces
+            outs.append(states[1][0 if cfg.reverse else -1].clone())
+        if cfg.return_trace:
+            outs += [*states[1:], *gates.values()]
+        return tuple(outs)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grads):
-        cfg, n = ctx.cfg, ctx.n_states
+        if torch.is_grad_enabled():  # create_graph=True: our backward is not itself differentiable
+            raise RuntimeError(
+                "the fused engine has no double backward (create_graph=True through it would "
+                "silently drop second-order terms); build the layer with engine='reference' "
+                "for higher-order gradients"
+            )
+        cfg, n, names = ctx.cfg, ctx.n_states, ctx.gate_names
         saved = ctx.saved_tensors
         h0, c0 = saved[0], saved[1]
         states = saved[2 : 2 + n]
         news = saved[2 + n : 2 + 2 * n]
-        gates = dict(zip(ctx.gate_names, saved[2 + 2 * n : -1]))
+        gates = dict(zip(names, saved[2 + 2 * n : -1]))
         hp = saved[-1]
-        d_states = grads[:n]
-        d_gates = dict(zip(ctx.gate_names, grads[n:]))
+        grads = list(grads) + [None] * (2 * n - 1 + len(names) - len(grads))  # no trace: pad
+        dH = grads[0]  # (T, B, H_out): outputs, final h, traced h
+        d_gates = dict(zip(names, grads[2 * n - 1 :]))
         needs = dict(zip(("xp", "h0", "c0", *WEIGHT_FIELDS), ctx.needs_input_grad[1:]))
         name = cfg.cell.name
-        if name == "LSTM":
-            g = lstm_backward(cfg, h0, c0, states, news, gates, d_states, d_gates, needs)
+        if name == "LSTM":  # grads[1]: final c (B, H); grads[2]: traced c (T, B, H)
+            d_c = (dH, grads[2], grads[1])
+            g = lstm_backward(cfg, h0, c0, states, news, gates, d_c, d_gates, needs)
         elif name == "GRU":
-            g = gru_backward(cfg, h0, states[0], news[0], gates, hp, d_states[0], d_gates, needs)
+            g = gru_backward(cfg, h0, states[0], news[0], gates, hp, dH, d_gates, needs)
         else:
-            g = rnn_backward(cfg, h0, states[0], news[0], d_states[0], needs)
+            g = rnn_backward(cfg, h0, states[0], news[0], dH, needs)
         return (None, g.get("xp"), g.get("h0"), g.get("c0"), *(g.get(f) for f in WEIGHT_FIELDS))
 
 
@@ -176,21 +260,26 @@ def run_direction(
         masks=masks or StepMasks(),
         rates=(0.0, 0.0) if call.training else (call.zoneout[1], call.zoneout[0]),
         keep_hp=call.cell.name == "GRU",
+        return_trace=call.return_trace,
     )
+    if call.cell.name != "GRU" and p.ln_hh is None and p.b_hh is not None:
+        # xp + hp = (W_ih x + b_ih + b_hh) + W_hh h: adding b_hh to the input projection's
+        # bias saves a (T, B, G*H) tensor and an op per step; autograd sums its gradient
+        p = replace(p, b_ih=p.b_ih + p.b_hh, b_hh=None)
+        cfg.p = p
     xp = input_projection(x, p)  # (T, B, G*H), ordinary autograd: one matmul each way
-    c0 = state[1] if len(state) > 1 else None
+    n = len(state)
+    c0 = state[1] if n > 1 else None
     weights = [getattr(p, f) for f in WEIGHT_FIELDS]
     outs = FusedDirection.apply(cfg, xp, state[0], c0, *weights)
-    n = len(state)
-    states, gate_values = outs[:n], outs[n:]
-    last = 0 if reverse else x.shape[0] - 1
-    final = tuple(s[last] for s in states)
-    out = states[0] if valid is None else torch.where(valid, states[0], 0.0)  # (T, B, H_out)
+    H_states = outs[0]
+    final = (H_states[0 if reverse else -1],) + ((outs[1],) if n > 1 else ())
+    out = H_states if valid is None else torch.where(valid, H_states, 0.0)  # (T, B, H_out)
     record: dict[str, Tensor] = {}
     if call.return_trace:
-        named = dict(zip(call.cell.trace_gates(call.opts), gate_values))
+        named = dict(zip(call.cell.trace_gates(call.opts), outs[2 * n - 1 :]))
         if n > 1:
-            named["c"] = states[1]
+            named["c"] = outs[2]
         for k, v in named.items():
             record[k] = v if valid is None else torch.where(valid, v, 0.0)
         record["h"] = out

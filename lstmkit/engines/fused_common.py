@@ -26,6 +26,47 @@ def previous_states(states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
     return torch.cat([s0.unsqueeze(0), states[:-1]])
 
 
+def mul_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    """dst (T, B, *) *= the previous states, in place, without building the shifted stack."""
+    if reverse:
+        dst[:-1].mul_(states[1:])
+        dst[-1].mul_(s0)
+    else:
+        dst[1:].mul_(states[:-1])
+        dst[0].mul_(s0)
+    return dst
+
+
+def add_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    """dst (T, B, *) += the previous states, in place."""
+    if reverse:
+        dst[:-1].add_(states[1:])
+        dst[-1].add_(s0)
+    else:
+        dst[1:].add_(states[:-1])
+        dst[0].add_(s0)
+    return dst
+
+
+def sum_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    """sum over t, b of d_t * state_{t-1}: (T, B, H) -> (H,)."""
+    if reverse:
+        return (d[:-1] * states[1:]).sum((0, 1)) + (d[-1] * s0).sum(0)
+    return (d[1:] * states[:-1]).sum((0, 1)) + (d[0] * s0).sum(0)
+
+
+def matmul_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    """sum over t of d_t^T state_{t-1}: d (T, B, N), states (T, B, M) -> (N, M), as two matmuls
+    over the time-shifted slices (no shifted copy of the states is made)."""
+    N, M = d.shape[-1], states.shape[-1]
+    if reverse:
+        inner, first = (d[:-1], states[1:]), (d[-1], s0)
+    else:
+        inner, first = (d[1:], states[:-1]), (d[0], s0)
+    out = first[0].t() @ first[1]
+    return out.addmm_(inner[0].reshape(-1, N).t(), inner[1].reshape(-1, M))
+
+
 def visit_order(T: int, reverse: bool) -> list[int]:
     """Time indices in the order backward visits them (the forward's order, reversed)."""
     return list(range(T)) if reverse else list(range(T - 1, -1, -1))
@@ -54,10 +95,15 @@ def add_all(*terms: Tensor | None) -> Tensor | None:
 class RecurrentProjectionGrad:
     """Backward of hp_t = LN_hh(W_hh (h_{t-1} * rmask)) + b_hh for all steps of one direction."""
 
-    def __init__(self, cfg, h_prev: Tensor) -> None:
+    def __init__(self, cfg, Hs: Tensor, h0: Tensor) -> None:
         p, masks = cfg.p, cfg.masks
         self.w_hh, self.ln_hh, self.rmask = p.w_hh, p.ln_hh, masks.recurrent
-        self.h_in = h_prev if self.rmask is None else h_prev * self.rmask  # (T, B, H_out)
+        self.Hs, self.h0, self.reverse = Hs, h0, cfg.reverse
+        self.h_in = None  # (T, B, H_out), built only when the plain shifted states will not do
+        if self.rmask is not None or self.ln_hh is not None:
+            self.h_in = previous_states(Hs, h0, cfg.reverse)
+            if self.rmask is not None:
+                self.h_in.mul_(self.rmask)
         if self.ln_hh is not None:
             # W_hh h_in for all steps in one matmul: cheaper than keeping it from the forward
             self.raw = self.h_in @ self.w_hh.t()  # (T, B, G*H)
@@ -84,9 +130,11 @@ class RecurrentProjectionGrad:
         if self.ln_hh is not None:
             draw = self.draw
             if needs["ln_hh"]:
-                xhat = (self.raw - self.mean) * self.rstd
-                grads["ln_hh"] = (dhp * xhat).sum((0, 1))
-        if needs["w_hh"]:  # sum_t draw_t^T h_in_t as one (G*H, T*B) x (T*B, H_out) matmul
+                xhat = self.raw.sub_(self.mean).mul_(self.rstd)  # raw is not needed any more
+                grads["ln_hh"] = xhat.mul_(dhp).sum((0, 1))
+        if needs["w_hh"] and self.h_in is None:  # sum_t draw_t^T h_{t-1}: one big matmul
+            grads["w_hh"] = matmul_with_previous(draw, self.Hs, self.h0, self.reverse)
+        elif needs["w_hh"]:  # the same over the masked inputs, (G*H, T*B) x (T*B, H_out)
             grads["w_hh"] = draw.reshape(-1, GH).t() @ self.h_in.reshape(-1, self.h_in.shape[-1])
         if needs["b_hh"]:
             grads["b_hh"] = dhp.sum((0, 1))

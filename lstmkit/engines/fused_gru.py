@@ -15,12 +15,11 @@ The coefficients are computed for all steps at once before the loop, as for the 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from lstmkit.engines.fused_common import (
     RecurrentProjectionGrad,
     add_all,
-    previous_states,
+    add_previous_,
     split_state_grad,
     visit_order,
 )
@@ -30,37 +29,40 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
     """Gradients {xp, h0, w_hh, b_hh, ln_hh}. Hs: states (T, B, H); Hn: before zoneout."""
     T, B, H = Hs.shape
     r, z, n = gates["r"], gates["z"], gates["n"]
-    h_prev = previous_states(Hs, h0, cfg.reverse)
     hn = hp[..., 2 * H :]  # (T, B, H)
-    do_n, do_z, do_r = 1 - n * n, z * (1 - z), r * (1 - r)
-    Cn, Cz, Crn = (1 - z) * do_n, (h_prev - n) * do_z, hn * do_r
-    E = {k: d_gates.get(k) for k in ("r", "z", "n")}
-    E = {  # a gate trace's own gradient, taken to its pre-activation
-        k: None if d is None else d * deriv
-        for (k, d), deriv in zip(E.items(), (do_r, do_z, do_n))
-    }
-    dhp = torch.empty(T, B, 3, H, dtype=Hs.dtype, device=Hs.device)  # d loss / d hp
+    # dhp_t = dh_new * Q_t with Q = [Cn Crn, Cz, Cn r], built in place (no big temporaries)
+    Cn = torch.mul(n, n).neg_().add_(1)  # 1 - n^2
+    Cn.addcmul_(Cn, z, value=-1)  # (1 - z)(1 - n^2)
+    Q = torch.empty(T, B, 3, H, dtype=Hs.dtype, device=Hs.device)
+    Q[:, :, 0].copy_(r).addcmul_(r, r, value=-1).mul_(hn).mul_(Cn)
+    Qz = add_previous_(Q[:, :, 1].copy_(n).neg_(), Hs, h0, cfg.reverse)  # h_{t-1} - n
+    Qz.mul_(z).addcmul_(Qz, z, value=-1)  # (h_{t-1} - n) z (1 - z)
+    Q[:, :, 2].copy_(Cn).mul_(r)
+    EQ = En = None
+    if any(d is not None for d in d_gates.values()):  # a gate trace's own gradient
+        zero = torch.zeros((), dtype=Hs.dtype, device=Hs.device)
+        dG = {k: zero if d_gates.get(k) is None else d_gates[k] for k in ("r", "z", "n")}
+        En = dG["n"] * (1 - n * n)  # reaches pre_n, then r's and n's recurrent blocks
+        EQ = torch.stack(
+            [En * hn * r * (1 - r) + dG["r"] * r * (1 - r), dG["z"] * z * (1 - z), En * r], dim=2
+        )
+    dhp = Q  # (T, B, 3, H) = d loss / d hp, written over Q: step t reads Q_t before writing
     dpre_n = torch.empty_like(Hs)  # the n block of d loss / d xp (the r, z blocks equal dhp's)
     a_h = cfg.keep_coefficient(0, Hs.dtype)
-    rec = RecurrentProjectionGrad(cfg, h_prev)
+    rec = RecurrentProjectionGrad(cfg, Hs, h0)
     order = visit_order(T, cfg.reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
     for k, t in enumerate(order):
         dhn, hold = split_state_grad(dh, a_h, t)
-        dp = dhp[t]  # (B, 3, H)
+        dp = torch.mul(Q[t], dhn.unsqueeze(1), out=dhp[t])  # (B, 3, H)
         dpn = torch.mul(dhn, Cn[t], out=dpre_n[t])
-        if E["n"] is not None:
-            dpn += E["n"][t]
-        dpr = torch.mul(dpn, Crn[t], out=dp[:, 0])
-        if E["r"] is not None:
-            dpr += E["r"][t]
-        dpz = torch.mul(dhn, Cz[t], out=dp[:, 1])
-        if E["z"] is not None:
-            dpz += E["z"][t]
-        torch.mul(dpn, r[t], out=dp[:, 2])
+        if EQ is not None:
+            dp += EQ[t]
+            dpn += En[t]
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
-        dh = rec.step(t, dp.view(B, 3 * H), add_all(dH_next, hold, dhn * z[t]))
+        direct = torch.addcmul(hold, dhn, z[t]) if hold is not None else dhn * z[t]
+        dh = rec.step(t, dp.view(B, 3 * H), add_all(dH_next, direct))
     dhp = dhp.view(T, B, 3 * H)
     dxp = torch.cat([dhp[..., : 2 * H], dpre_n], dim=-1)  # (T, B, 3H)
     grads = {"xp": dxp, "h0": dh}
@@ -71,10 +73,13 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
 def rnn_backward(cfg, h0, Hs, Hn, dH, needs) -> dict:
     """Gradients {xp, h0, w_hh, b_hh, ln_hh}. Hs: states (T, B, H); Hn: before zoneout."""
     T = Hs.shape[0]
-    deriv: Tensor = 1 - Hn * Hn if cfg.opts.nonlinearity == "tanh" else (Hn > 0).to(Hn.dtype)
+    if cfg.opts.nonlinearity == "tanh":
+        deriv = torch.mul(Hn, Hn).neg_().add_(1)  # 1 - h^2
+    else:
+        deriv = (Hn > 0).to(Hn.dtype)
     dpre = torch.empty_like(Hs)  # (T, B, H) = d loss / d xp = d loss / d hp
     a_h = cfg.keep_coefficient(0, Hs.dtype)
-    rec = RecurrentProjectionGrad(cfg, previous_states(Hs, h0, cfg.reverse))
+    rec = RecurrentProjectionGrad(cfg, Hs, h0)
     order = visit_order(T, cfg.reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
     for k, t in enumerate(order):

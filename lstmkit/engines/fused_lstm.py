@@ -25,69 +25,98 @@ from lstmkit.cells.gates import lstm_layout, peephole_layout, split
 from lstmkit.engines.fused_common import (
     RecurrentProjectionGrad,
     add_all,
+    add_previous_,
     layer_norm_input_grad,
-    previous_states,
+    mul_previous_,
     split_state_grad,
+    sum_with_previous,
     visit_order,
 )
 
 
-def _coefficients(p, coupled: bool, gates: dict, c_new: Tensor, c_prev: Tensor, d_gates: dict):
-    """Everything of the backward that needs no carried gradient, for all T steps at once."""
+def _sigmoid_grad_(dst: Tensor, y: Tensor) -> Tensor:
+    """dst = y (1 - y), in place (no temporaries: large fresh tensors are slow on CPU)."""
+    return dst.copy_(y).addcmul_(y, y, value=-1)
+
+
+def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_gates: dict):
+    """Everything of the backward that needs no carried gradient, for all T steps at once.
+
+    Returns tc = tanh(LN_c(c)); A (T, B, G, H) with the dc -> dpre coefficients of the blocks
+    before o and Co in the o block; Kd (dm -> dc, peephole term folded in); Fd (dc_t -> dc_{t-1}:
+    f, plus the peephole terms); E (T, B, G, H) and Ec, Ef (the trace's own gradients) or None;
+    the LN_c statistics or None.
+    """
+    p, coupled, reverse = cfg.p, cfg.opts.coupled, cfg.reverse
     i, f, g, o = (gates[k] for k in ("i", "f", "g", "o"))
+    T, B, H = c_new.shape
     ln_stats = None
     if p.ln_c_w is not None:
-        c_norm, mean, rstd = torch.native_layer_norm(c_new, [c_new.shape[-1]], p.ln_c_w, p.ln_c_b,
-                                                     LN_EPS)
-        tc = torch.tanh(c_norm)
+        c_norm, mean, rstd = torch.native_layer_norm(c_new, [H], p.ln_c_w, p.ln_c_b, LN_EPS)
+        tc = c_norm.tanh_()
         ln_stats = (mean, rstd)
     else:
         tc = torch.tanh(c_new)  # (T, B, H)
-    do_o, do_f, do_g = o * (1 - o), f * (1 - f), 1 - g * g  # activation derivatives
-    K = o * (1 - tc * tc)
-    Co = tc * do_o
-    if coupled:
-        front = [(c_prev - g) * do_f, i * do_g]  # blocks f, g
+    layout = lstm_layout(coupled)
+    G = len(layout)
+    A = torch.empty(T, B, G, H, dtype=c_new.dtype, device=c_new.device)
+    blk = {name: A[:, :, k] for k, name in enumerate(layout)}
+    _sigmoid_grad_(blk["o"], o).mul_(tc)  # Co = tc o (1 - o)
+    # K = o (1 - tc^2), over tc itself unless dW_hr needs tc after the loop
+    K = (tc.clone() if p.w_hr is not None else tc).mul_(tc).mul_(o).neg_().add_(o)
+    blk["g"].copy_(g).mul_(g).mul_(i).neg_().add_(i)  # Cg = i (1 - g^2)
+    _sigmoid_grad_(blk["f"], f)
+    if coupled:  # i = 1 - f: Cf = (c_{t-1} - g) f (1 - f)
+        blk["f"].mul_(add_previous_(torch.neg(g), Cs, c0, reverse))
     else:
-        do_i = i * (1 - i)
-        front = [g * do_i, c_prev * do_f, i * do_g]  # blocks i, f, g
-    C_front = torch.stack(front, dim=2)  # (T, B, G-1, H)
-    E_o = E_front = None
+        mul_previous_(blk["f"], Cs, c0, reverse)  # Cf = c_{t-1} f (1 - f)
+        _sigmoid_grad_(blk["i"], i).mul_(g)  # Ci = g i (1 - i)
+    E = Ec = Ef = None
     if any(d is not None for d in d_gates.values()):
         zero = torch.zeros((), dtype=c_new.dtype, device=c_new.device)
         dG = {k: zero if d_gates.get(k) is None else d_gates[k] for k in ("i", "f", "g", "o")}
-        E_o = dG["o"] * do_o
-        if coupled:  # the traced i is 1 - f
-            E_front = torch.stack([(dG["f"] - dG["i"]) * do_f, dG["g"] * do_g], dim=2)
-        else:
-            E_front = torch.stack([dG["i"] * do_i, dG["f"] * do_f, dG["g"] * do_g], dim=2)
-    return tc, K, Co, C_front, E_o, E_front, ln_stats
+        E = torch.empty_like(A)
+        E[:, :, G - 1] = dG["o"] * o * (1 - o)
+        E[:, :, layout.index("g")] = dG["g"] * (1 - g * g)
+        # the traced i of a coupled cell is 1 - f, so its gradient reaches f negated
+        E[:, :, layout.index("f")] = (dG["f"] - dG["i"] if coupled else dG["f"]) * f * (1 - f)
+        if not coupled:
+            E[:, :, 0] = dG["i"] * i * (1 - i)
+    Kd, Fd = (None if ln_stats is not None else K), f
+    if p.w_peep is not None:  # fold the peepholes into the coefficients
+        w = split(p.w_peep, peephole_layout(coupled))
+        Kd = torch.mul(blk["o"], w["o"]) if ln_stats is not None else K.addcmul_(blk["o"], w["o"])
+        Fd = torch.addcmul(f, blk["f"], w["f"])
+        if not coupled:
+            Fd.addcmul_(blk["i"], w["i"])
+        if E is not None:
+            Ec = E[:, :, G - 1] * w["o"]
+            Ef = E[:, :, layout.index("f")] * w["f"]
+            if not coupled:
+                Ef += E[:, :, 0] * w["i"]
+    tc = tc if p.w_hr is not None else None
+    return tc, A, K, Kd, Fd, E, Ec, Ef, ln_stats
 
 
 def lstm_backward(cfg, h0, c0, states, news, gates, d_states, d_gates, needs) -> dict:
     """Gradients {xp, h0, c0, w_hh, b_hh, ln_hh, w_hr, w_peep, ln_c_w, ln_c_b} (None if unused)."""
-    p, coupled = cfg.p, cfg.opts.coupled
+    p, coupled, reverse = cfg.p, cfg.opts.coupled, cfg.reverse
     Hs, Cs = states
     c_new = news[1]  # the cell before zoneout / length hold: what the gates and tanh saw
     T, B, H = Cs.shape
-    dH, dC = d_states
-    c_prev = previous_states(Cs, c0, cfg.reverse)
-    tc, K, Co, C_front, E_o, E_front, ln_stats = _coefficients(
-        p, coupled, gates, c_new, c_prev, d_gates
-    )
-    f = gates["f"]
+    dH, dC, d_last = d_states  # (T, B, H_out), traced c (T, B, H) or None, final c (B, H)
+    tc, A, K, Kd, Fd, E, Ec, Ef, ln_stats = _coefficients(cfg, gates, c_new, Cs, c0, d_gates)
     layout = lstm_layout(coupled)
     G = len(layout)
-    dpre = torch.empty(T, B, G, H, dtype=Cs.dtype, device=Cs.device)  # = d loss / d xp
+    dpre = A  # (T, B, G, H) = d loss / d xp, written over A: step t reads A_t before writing
     a_h, a_c = cfg.keep_coefficient(0, Cs.dtype), cfg.keep_coefficient(1, Cs.dtype)
-    peep = split(p.w_peep, peephole_layout(coupled)) if p.w_peep is not None else None
-    blk = {name: k for k, name in enumerate(layout)}
-    rec = RecurrentProjectionGrad(cfg, previous_states(Hs, h0, cfg.reverse))
+    rec = RecurrentProjectionGrad(cfg, Hs, h0)
     d_hnew = torch.empty_like(Hs) if p.w_hr is not None else None  # for dW_hr after the loop
     d_ctil = torch.empty_like(Cs) if ln_stats is not None else None  # for the LN_c gain
-    order = visit_order(T, cfg.reverse)
+    order = visit_order(T, reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
-    dc = dC[order[0]] if dC is not None else torch.zeros_like(Cs[0])
+    dc = add_all(d_last, None if dC is None else dC[order[0]])
+    dc = torch.zeros_like(Cs[0]) if dc is None else dc
     for k, t in enumerate(order):
         dhn, hold_h = split_state_grad(dh, a_h, t)
         dcn, hold_c = split_state_grad(dc, a_c, t)
@@ -96,26 +125,21 @@ def lstm_backward(cfg, h0, c0, states, news, gates, d_states, d_gates, needs) ->
             dm = dhn @ p.w_hr  # (B, P) -> (B, H)
         else:
             dm = dhn
-        dp = dpre[t]  # (B, G, H)
-        dpo = torch.mul(dm, Co[t], out=dp[:, G - 1])
-        if E_o is not None:
-            dpo += E_o[t]
-        if d_ctil is not None:
-            dct = torch.mul(dm, K[t], out=d_ctil[t])
+        if d_ctil is not None:  # dc += LN_c'(dm o (1 - tc^2))
             mean, rstd = ln_stats
+            dct = torch.mul(dm, K[t], out=d_ctil[t])
             dcn = dcn + layer_norm_input_grad(dct, c_new[t], mean[t], rstd[t], p.ln_c_w, p.ln_c_b)
-        else:
-            dcn = torch.addcmul(dcn, dm, K[t])
-        if peep is not None:
-            dcn = torch.addcmul(dcn, peep["o"], dpo)
-        torch.mul(C_front[t], dcn.unsqueeze(1), out=dp[:, : G - 1])
-        if E_front is not None:
-            dp[:, : G - 1] += E_front[t]
-        dc_prev = dcn * f[t]
-        if peep is not None:
-            dc_prev.addcmul_(peep["f"], dp[:, blk["f"]])
-            if not coupled:
-                dc_prev.addcmul_(peep["i"], dp[:, blk["i"]])
+        if Kd is not None:
+            dcn = torch.addcmul(dcn, dm, Kd[t])
+        if Ec is not None:
+            dcn = dcn + Ec[t]
+        # dpre_t = A_t * [dc, .., dc, dm]: one contiguous write (strided out= would copy)
+        dp = torch.mul(A[t], torch.stack((dcn,) * (G - 1) + (dm,), dim=1), out=dpre[t])
+        if E is not None:
+            dp += E[t]
+        dc_prev = dcn * Fd[t]
+        if Ef is not None:
+            dc_prev += Ef[t]
         if hold_c is not None:
             dc_prev += hold_c
         nxt = order[k + 1] if k + 1 < T else None
@@ -126,18 +150,18 @@ def lstm_backward(cfg, h0, c0, states, news, gates, d_states, d_gates, needs) ->
     grads = {"xp": dxp, "h0": dh, "c0": dc}
     grads.update(rec.weight_grads(dxp, needs))
     if needs["w_hr"]:  # sum_t dh_new_t^T m_t as one matmul, m = o * tc
-        m = gates["o"] * tc
+        m = tc.mul_(gates["o"])
         grads["w_hr"] = d_hnew.reshape(-1, d_hnew.shape[-1]).t() @ m.reshape(-1, H)
     if needs["w_peep"]:
         sums = {"o": (dpre[:, :, G - 1] * c_new).sum((0, 1))}
         for name in ("i", "f"):
-            if name in blk:
-                sums[name] = (dpre[:, :, blk[name]] * c_prev).sum((0, 1))
+            if name in layout:
+                sums[name] = sum_with_previous(dpre[:, :, layout.index(name)], Cs, c0, reverse)
         grads["w_peep"] = torch.cat([sums[name] for name in peephole_layout(coupled)])
     if ln_stats is not None:
         mean, rstd = ln_stats
         if needs["ln_c_w"]:
-            grads["ln_c_w"] = (d_ctil * ((c_new - mean) * rstd)).sum((0, 1))
+            grads["ln_c_w"] = (c_new - mean).mul_(rstd).mul_(d_ctil).sum((0, 1))
         if needs["ln_c_b"]:
             grads["ln_c_b"] = d_ctil.sum((0, 1))
     return grads

@@ -126,12 +126,15 @@ class AddingProblem(Task):
         pred = outputs.reshape(-1)  # (B,)
         diff = pred - batch.target
         error = diff.pow(2)
-        return Evaluation(loss=error.mean(), correct=diff.abs() < self.tolerance,
-                          error=error.detach())
+        return Evaluation(
+            loss=error.mean(), correct=diff.abs() < self.tolerance, error=error.detach()
+        )
 
     def describe(self) -> str:
-        return (f"adding problem, T={self.lag} (length {self.lag}-{self.lag + self.lag // 10}, "
-                f"minimal lag {self.lag // 2 + 1}); correct when |error| < {self.tolerance}")
+        return (
+            f"adding problem, T={self.lag} (length {self.lag}-{self.lag + self.lag // 10}, "
+            f"minimal lag {self.lag // 2 + 1}); correct when |error| < {self.tolerance}"
+        )
 
 
 TEMPORAL_SYMBOLS = ("E", "B", "a", "b", "c", "d", "X", "Y")
@@ -183,8 +186,10 @@ class TemporalOrder(Task):
         return Evaluation(loss=ce.mean(), correct=correct, error=ce.detach())
 
     def describe(self) -> str:
-        return (f"temporal order 6a, length {self.lag}-{self.lag + self.lag // 10}, t1 in "
-                f"{list(self.t1_range)}, t2 in {list(self.t2_range)}; 4 classes")
+        return (
+            f"temporal order 6a, length {self.lag}-{self.lag + self.lag // 10}, t1 in "
+            f"{list(self.t1_range)}, t2 in {list(self.t2_range)}; 4 classes"
+        )
 
 
 COPY_DATA, COPY_BLANK, COPY_DELIM, COPY_RECALL = 8, 8, 9, 10
@@ -203,8 +208,9 @@ class CopyMemory(Task):
         T, B, K = self.lag, batch_size, COPY_RECALL
         data = torch.randint(0, COPY_DATA, (K, B), generator=gen)  # (10, B)
         blanks = torch.full((T - 1, B), COPY_BLANK)
-        inp = torch.cat([data, blanks, torch.full((1, B), COPY_DELIM),
-                         torch.full((K, B), COPY_BLANK)])  # (T + 20, B)
+        inp = torch.cat(
+            [data, blanks, torch.full((1, B), COPY_DELIM), torch.full((K, B), COPY_BLANK)]
+        )  # (T + 20, B)
         target = torch.cat([torch.full((T + K, B), COPY_BLANK), data])  # (T + 20, B)
         x = F.one_hot(inp, self.input_size).float()
         lengths = torch.full((B,), T + 2 * K, dtype=torch.long)
@@ -222,8 +228,10 @@ class CopyMemory(Task):
         return Evaluation(loss=ce.mean(), correct=correct, error=ce.mean(1).detach())
 
     def describe(self) -> str:
-        return (f"copy memory, T={self.lag} (length {self.lag + 20}), memoryless baseline "
-                f"cross-entropy {self.baseline_loss():.4f}")
+        return (
+            f"copy memory, T={self.lag} (length {self.lag + 20}), memoryless baseline "
+            f"cross-entropy {self.baseline_loss():.4f}"
+        )
 
 
 TASKS: dict[str, type[Task]] = {

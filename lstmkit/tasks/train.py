@@ -33,11 +33,11 @@ class TrainConfig:
     task: str = "adding"  # adding | temporal | copy
     lag: int = 100  # T of the task (see definitions.py)
     cell: str = "lstm"  # rnn | gru | lstm
-    hidden_size: int = 32
+    hidden_size: int = 64
     batch_size: int = 32
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 3e-3  # Adam learning rate
     clip: float = 1.0  # gradient-norm clipping
-    forget_bias: float = 1.0  # initial LSTM forget-gate bias (ignored for rnn / gru)
+    forget_bias: float = 3.0  # initial LSTM forget-gate bias (ignored for rnn / gru)
     window: int = 2000  # success: this many most recent sequences all correct
     required_accuracy: float = 1.0  # share of the window that must be correct (paper: 1.0)
     max_sequences: int = 200_000  # give up after this many training sequences
@@ -91,8 +91,9 @@ class TaskModel(nn.Module):
         return self.head(last)  # (B, output_size)
 
 
-def evaluate_model(model: TaskModel, task: Task, n: int, gen: torch.Generator,
-                   batch_size: int = 256) -> tuple[int, int]:
+def evaluate_model(
+    model: TaskModel, task: Task, n: int, gen: torch.Generator, batch_size: int = 256
+) -> tuple[int, int]:
     """(number correct, number tested) on n fresh sequences."""
     model.eval()
     right = done = 0
@@ -120,8 +121,14 @@ def train_task(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     curve: list[dict] = []
     seen, start, batches = 0, time.perf_counter(), 0
     solved, why = False, ""
-    bar = tqdm(total=cfg.max_sequences, unit="seq", unit_scale=True, disable=not progress,
-               desc=f"{cfg.cell} {cfg.task} T={cfg.lag}", leave=False)
+    bar = tqdm(
+        total=cfg.max_sequences,
+        unit="seq",
+        unit_scale=True,
+        disable=not progress,
+        desc=f"{cfg.cell} {cfg.task} T={cfg.lag}",
+        leave=False,
+    )
     while True:
         batch = task.sample(cfg.batch_size, gen)
         ev = task.evaluate(model(batch.x, batch.lengths), batch)
@@ -153,8 +160,9 @@ def train_task(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     bar.close()
     seconds = time.perf_counter() - start
     curve.append({"sequences": seen, "accuracy": acc, "error": err})
-    right, tested = evaluate_model(model, task, cfg.test_size,
-                                   torch.Generator().manual_seed(cfg.seed + 1_000_003))
+    right, tested = evaluate_model(
+        model, task, cfg.test_size, torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    )
     return TrainResult(
         config=asdict(cfg),
         task=cfg.task,
@@ -173,8 +181,9 @@ def train_task(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     )
 
 
-def sweep(base: TrainConfig, cells: list[str], lags: list[int],
-          progress: bool = True) -> list[TrainResult]:
+def sweep(
+    base: TrainConfig, cells: list[str], lags: list[int], progress: bool = True
+) -> list[TrainResult]:
     """Accuracy against lag: one training run per (cell, lag), same seed and budget for all."""
     results = []
     for lag in lags:
@@ -186,8 +195,10 @@ def sweep(base: TrainConfig, cells: list[str], lags: list[int],
 
 def format_table(results: list[TrainResult]) -> str:
     """A plain-text table: one row per run."""
-    head = (f"{'task':9} {'cell':5} {'T':>5} {'solved':>6} {'sequences':>10} {'seconds':>8} "
-            f"{'win acc':>8} {'test acc':>8} {'wrong':>7} {'params':>7}")
+    head = (
+        f"{'task':9} {'cell':5} {'T':>5} {'solved':>6} {'sequences':>10} {'seconds':>8} "
+        f"{'win acc':>8} {'test acc':>8} {'wrong':>7} {'params':>7}"
+    )
     rows = [head, "-" * len(head)]
     for r in results:
         c = r.config

@@ -36,18 +36,38 @@ def environment_info() -> dict:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(), "python": sys.version.split()[0],
-        "torch": torch.__version__, "lstmkit": lstmkit.__version__,
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "lstmkit": lstmkit.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git_commit": commit, "git_dirty": dirty,
+        "git_commit": commit,
+        "git_dirty": dirty,
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -63,8 +83,9 @@ class TorchLSTMLM(nn.Module):
             raise ValueError("the torch.nn baseline is built for cell='lstm' only")
         self.config = c
         self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
-        self.rnn = nn.LSTM(c.emb_size, c.hidden_size, c.num_layers,
-                           dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            c.emb_size, c.hidden_size, c.num_layers, dropout=c.dropout if c.num_layers > 1 else 0.0
+        )
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         self.drop = nn.Dropout(c.dropout)
         self.load_state_dict(twin.state_dict())  # same parameter names, so same weights
@@ -95,8 +116,14 @@ def _time_steps(model, data, bptt: int, steps: int, lr: float, clip: float, devi
 
 
 def compare_training_speed(
-    model: LanguageModel, data, bptt: int, steps: int = 50, rounds: int = 3,
-    lr: float = 0.1, clip: float = 5.0, extra_engines: tuple[str, ...] = (),
+    model: LanguageModel,
+    data,
+    bptt: int,
+    steps: int = 50,
+    rounds: int = 3,
+    lr: float = 0.1,
+    clip: float = 5.0,
+    extra_engines: tuple[str, ...] = (),
 ) -> dict:
     """Training tokens/s of lstmkit (as configured, plus `extra_engines`) and torch.nn.LSTM,
     median over `rounds` interleaved rounds of `steps` steps. Copies of the model are timed, so
@@ -105,8 +132,10 @@ def compare_training_speed(
 
     device = next(model.parameters()).device
     tokens_per_step = bptt * data.shape[1]
-    contenders = {f"lstmkit (engine={model.config.engine})": copy.deepcopy(model),
-                  "torch.nn.LSTM": TorchLSTMLM(model).to(device)}
+    contenders = {
+        f"lstmkit (engine={model.config.engine})": copy.deepcopy(model),
+        "torch.nn.LSTM": TorchLSTMLM(model).to(device),
+    }
     for engine in extra_engines:
         m = copy.deepcopy(model)
         m.rnn.engine = engine
@@ -116,11 +145,16 @@ def compare_training_speed(
         for name, m in contenders.items():
             n = steps if "reference" not in name else max(5, steps // 5)
             times[name].append(_time_steps(m, data, bptt, n, lr, clip, device))
-    result = {"tokens_per_step": tokens_per_step, "steps_per_round": steps, "rounds": rounds,
-              "tokens_per_s": {k: tokens_per_step / statistics.median(v) for k, v in times.items()}}
+    result = {
+        "tokens_per_step": tokens_per_step,
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "tokens_per_s": {k: tokens_per_step / statistics.median(v) for k, v in times.items()},
+    }
     lk = [k for k in contenders if k.startswith("lstmkit (engine=" + model.config.engine)][0]
-    result["ratio_lstmkit_over_torch"] = (result["tokens_per_s"][lk]
-                                          / result["tokens_per_s"]["torch.nn.LSTM"])
+    result["ratio_lstmkit_over_torch"] = (
+        result["tokens_per_s"][lk] / result["tokens_per_s"]["torch.nn.LSTM"]
+    )
     engine_used = contenders[lk].rnn.last_engine
     result["lstmkit_engine_ran"] = engine_used
     return result

@@ -72,8 +72,11 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tenso
                 tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars,
-                     "tensor_pids": sorted({int(k.split(".")[1]) for k in tensors})}
+    return tensors, {
+        "param_groups": sd["param_groups"],
+        "scalars": scalars,
+        "tensor_pids": sorted({int(k.split(".")[1]) for k in tensors}),
+    }
 
 
 def optimizer_from_flat(tensors: dict[str, Tensor], meta: dict) -> dict:
@@ -84,8 +87,10 @@ def optimizer_from_flat(tensors: dict[str, Tensor], meta: dict) -> dict:
             state.setdefault(int(pid), {})[key] = value
     for pid, entry in meta["scalars"].items():
         state.setdefault(int(pid), {}).update(entry)
-    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v)
-               for k, v in g.items()} for g in meta["param_groups"]]  # JSON turned tuples to lists
+    groups = [
+        {k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]  # JSON turned tuples to lists
     return {"state": state, "param_groups": groups}
 
 
@@ -97,8 +102,10 @@ def rng_state() -> tuple[dict[str, Tensor], dict]:
             tensors[f"rng.cuda.{i}"] = s
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return tensors, {"python": [version, list(mt), gauss],
-                     "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return tensors, {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def set_rng_state(tensors: dict[str, Tensor], meta: dict) -> None:
@@ -125,10 +132,30 @@ def _write_json(path: Path, obj) -> None:
         json.dump(obj, f, indent=1, ensure_ascii=False)
 
 
-def _fsync_dir_files(d: Path) -> None:
+def _finish_files(d: Path) -> None:
+    """Flush every file to disk and give the directory and files the usual permissions
+    (mkdtemp makes 0700 and safetensors writes 0600; a checkpoint is meant to be shared)."""
+    umask = os.umask(0)
+    os.umask(umask)
     for p in d.iterdir():
+        os.chmod(p, 0o666 & ~umask)
         with open(p, "rb") as f:
             os.fsync(f.fileno())
+    os.chmod(d, 0o777 & ~umask)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make the renames themselves durable (POSIX: fsync the directory that holds them)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories; the renames are still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _old_path(path: Path) -> Path:
@@ -157,8 +184,10 @@ def save_checkpoint(
     path = Path(path)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     if len(vocab) != config.vocab_size:
-        raise CheckpointError(f"vocabulary has {len(vocab)} tokens but the model config says "
-                              f"vocab_size={config.vocab_size}; they must be the same")
+        raise CheckpointError(
+            f"vocabulary has {len(vocab)} tokens but the model config says "
+            f"vocab_size={config.vocab_size}; they must be the same"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     old = _old_path(path)
     if not path.exists() and old.exists():  # a previous save died between its two renames
@@ -166,12 +195,16 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         save_file(_model_tensors(model), tmp / MODEL_FILE, metadata={"format": FORMAT})
-        _write_json(tmp / CONFIG_FILE, {"format": FORMAT, "model": config.to_dict(),
-                                        "data": data or {}, "train": train or {}})
+        _write_json(
+            tmp / CONFIG_FILE,
+            {"format": FORMAT, "model": config.to_dict(), "data": data or {}, "train": train or {}},
+        )
         vocab.save(tmp / VOCAB_FILE)
         if optimizer is not None or state is not None or state_tensors or save_rng:
-            tensors = {f"tensor.{k}": v.detach().cpu().contiguous()
-                       for k, v in (state_tensors or {}).items()}
+            tensors = {
+                f"tensor.{k}": v.detach().cpu().contiguous()
+                for k, v in (state_tensors or {}).items()
+            }
             meta: dict[str, Any] = {"state": state or {}}
             if optimizer is not None:
                 opt_tensors, meta["optimizer"] = optimizer_to_flat(optimizer)
@@ -181,16 +214,18 @@ def save_checkpoint(
                 tensors.update(rng_tensors)
             save_file(tensors, tmp / STATE_TENSORS, metadata={"format": FORMAT})
             _write_json(tmp / STATE_JSON, meta)
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(tmp.iterdir())}
+        files = {
+            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())
+        }
         _write_json(tmp / MANIFEST, {"format": FORMAT, "files": files})
-        _fsync_dir_files(tmp)
+        _finish_files(tmp)
         # the swap: at every instant either `path` or `.path.old` is a complete checkpoint
         if path.exists():
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -206,10 +241,14 @@ def _resolve(path: Path) -> Path:
     if not path.exists() and (old / MANIFEST).is_file():
         return old  # the save that replaces it was interrupted between its two renames
     if not path.exists():
-        raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a "
-                              f"directory written by `lstmkit train` (e.g. RUN/best or RUN/last)")
-    raise CheckpointError(f"{str(path)!r} is not a complete lstmkit checkpoint: {MANIFEST} is "
-                          f"missing (a save was interrupted, or this is not a checkpoint)")
+        raise CheckpointError(
+            f"checkpoint directory {str(path)!r} does not exist; pass a "
+            f"directory written by `lstmkit train` (e.g. RUN/best or RUN/last)"
+        )
+    raise CheckpointError(
+        f"{str(path)!r} is not a complete lstmkit checkpoint: {MANIFEST} is "
+        f"missing (a save was interrupted, or this is not a checkpoint)"
+    )
 
 
 def verify_checkpoint(path: str | os.PathLike) -> dict:
@@ -229,12 +268,16 @@ def verify_checkpoint(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"checkpoint file {f} is missing; the checkpoint is incomplete")
         size = f.stat().st_size
         if size != info["bytes"]:
-            raise CheckpointError(f"checkpoint file {f} is {size} bytes but was written with "
-                                  f"{info['bytes']}: it is truncated or was changed. Use another "
-                                  f"checkpoint (e.g. the other of best/last)")
+            raise CheckpointError(
+                f"checkpoint file {f} is {size} bytes but was written with "
+                f"{info['bytes']}: it is truncated or was changed. Use another "
+                f"checkpoint (e.g. the other of best/last)"
+            )
         if _sha256(f) != info["sha256"]:
-            raise CheckpointError(f"checkpoint file {f} does not match its SHA-256 in "
-                                  f"{MANIFEST}: it was modified or corrupted; refusing to load it")
+            raise CheckpointError(
+                f"checkpoint file {f} does not match its SHA-256 in "
+                f"{MANIFEST}: it was modified or corrupted; refusing to load it"
+            )
     return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
@@ -260,30 +303,40 @@ def load_checkpoint(
     config = ModelConfig.from_dict(model_cfg)
     vocab = Vocab.load(path / VOCAB_FILE)
     if len(vocab) != config.vocab_size:
-        raise CheckpointError(f"{path}: vocab.json has {len(vocab)} tokens but config.json says "
-                              f"vocab_size={config.vocab_size}")
+        raise CheckpointError(
+            f"{path}: vocab.json has {len(vocab)} tokens but config.json says "
+            f"vocab_size={config.vocab_size}"
+        )
     model = LanguageModel(config)
     weights = _load_tensors(path / MODEL_FILE)
     expected = _model_tensors(model)
     missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{path / MODEL_FILE} does not fit config.json: missing {missing}, "
-                              f"unexpected {extra}")
+        raise CheckpointError(
+            f"{path / MODEL_FILE} does not fit config.json: missing {missing}, unexpected {extra}"
+        )
     for k, v in expected.items():
         if weights[k].shape != v.shape:
-            raise CheckpointError(f"{path / MODEL_FILE}: {k} has shape {tuple(weights[k].shape)}"
-                                  f", config.json implies {tuple(v.shape)}")
+            raise CheckpointError(
+                f"{path / MODEL_FILE}: {k} has shape {tuple(weights[k].shape)}"
+                f", config.json implies {tuple(v.shape)}"
+            )
     model.load_state_dict(weights, strict=not config.tie_weights)
     model.to(map_location).eval()
-    meta = {"data": cfg_json.get("data", {}), "train": cfg_json.get("train", {}),
-            "state": None, "path": str(path)}
+    meta = {
+        "data": cfg_json.get("data", {}),
+        "train": cfg_json.get("train", {}),
+        "state": None,
+        "path": str(path),
+    }
     if (path / STATE_JSON).is_file():
         meta["state"] = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
     return LoadedCheckpoint(model, config, vocab, meta)
 
 
 def load_training_state(
-    path: str | os.PathLike, optimizer: torch.optim.Optimizer | None = None,
+    path: str | os.PathLike,
+    optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
 ) -> tuple[dict, dict[str, Tensor]]:
     """Restore optimizer and RNG states in place from a resumable checkpoint; return its JSON
@@ -291,8 +344,10 @@ def load_training_state(
     path = _resolve(Path(path))
     verify_checkpoint(path)
     if not (path / STATE_JSON).is_file():
-        raise CheckpointError(f"{path} holds weights only (no {STATE_JSON}); it cannot resume "
-                              f"training. Start a new run from it, or resume from RUN/last")
+        raise CheckpointError(
+            f"{path} holds weights only (no {STATE_JSON}); it cannot resume "
+            f"training. Start a new run from it, or resume from RUN/last"
+        )
     meta = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
     tensors = _load_tensors(path / STATE_TENSORS)
     if optimizer is not None:
@@ -301,9 +356,11 @@ def load_training_state(
         try:
             optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"]))
         except (ValueError, KeyError) as e:
-            raise CheckpointError(f"the optimizer state in {path} does not fit this optimizer "
-                                  f"({e}); resume with the same --optimizer and model") from e
+            raise CheckpointError(
+                f"the optimizer state in {path} does not fit this optimizer "
+                f"({e}); resume with the same --optimizer and model"
+            ) from e
     if restore_rng and "rng" in meta:
         set_rng_state(tensors, meta["rng"])
-    extra = {k[len("tensor."):]: v for k, v in tensors.items() if k.startswith("tensor.")}
+    extra = {k[len("tensor.") :]: v for k, v in tensors.items() if k.startswith("tensor.")}
     return meta["state"], extra

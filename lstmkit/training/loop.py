@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstmkit.data.batching import windows
+from lstmkit.training import distributed
 from lstmkit.training.model import detach_hidden
 
 
@@ -60,8 +61,10 @@ def train_window(
     logits, hidden = model(x, detach_hidden(hidden))
     loss = lm_loss(logits, y, loss_per)
     value = loss.item() / (y.shape[0] if loss_per == "sequence" else 1)
-    if not math.isfinite(value):
-        raise NonFiniteLossError(step, value)
+    # under DDP every rank must stop at the same step, or the others hang in all-reduce
+    if distributed.any_true(not math.isfinite(value), x.device):
+        where = "" if not math.isfinite(value) else " on another rank"
+        raise NonFiniteLossError(step, value, where)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for p in model.parameters() if p.grad is not None]
@@ -82,8 +85,9 @@ def evaluate_stream(model: nn.Module, data: Tensor, bptt: int) -> tuple[float, i
     total, count, hidden = 0.0, 0, None
     for _, x, y in windows(data, bptt):
         logits, hidden = model(x, hidden)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                 reduction="sum").item()
+        total += F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+        ).item()
         count += y.numel()
     model.train(was_training)
     return total, count

@@ -99,14 +99,18 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
-        extras = {"recurrent_dropout": c.recurrent_dropout, "weight_drop": c.weight_drop,
-                  "zoneout": c.zoneout, "layer_norm": c.layer_norm, "engine": c.engine}
+        extras = {
+            "recurrent_dropout": c.recurrent_dropout,
+            "weight_drop": c.weight_drop,
+            "zoneout": c.zoneout,
+            "layer_norm": c.layer_norm,
+            "engine": c.engine,
+        }
         if c.cell == "lstm":
             extras.update(forget_bias=c.forget_bias, peephole=c.peephole)
         # dropout between layers only: the core warns (rightly) when it has nowhere to go
         between = c.dropout if c.num_layers > 1 else 0.0
-        self.rnn = CELLS[c.cell](c.emb_size, c.hidden_size, c.num_layers, dropout=between,
-                                 **extras)
+        self.rnn = CELLS[c.cell](c.emb_size, c.hidden_size, c.num_layers, dropout=between, **extras)
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight  # Press & Wolf 2017; Inan et al. 2017
@@ -134,8 +138,10 @@ class LanguageModel(nn.Module):
     def forward(self, tokens: Tensor, hidden=None, return_trace: bool = False):
         """tokens (T, B) int64 -> logits (T, B, V), hidden [, lstmkit.Trace]."""
         if tokens.dim() != 2 or tokens.dtype != torch.long:
-            raise ValueError(f"tokens must be a (T, B) int64 tensor (time-major), got "
-                             f"{tuple(tokens.shape)} {tokens.dtype}")
+            raise ValueError(
+                f"tokens must be a (T, B) int64 tensor (time-major), got "
+                f"{tuple(tokens.shape)} {tokens.dtype}"
+            )
         c = self.config
         weight = self.embedding.weight  # (V, E)
         if self.training and c.embed_dropout > 0:

@@ -1,0 +1,255 @@
+"""Scoring any language model on agreement items.
+
+    report = score_prefix_items(model, vocab, items)      # PrefixItem: next-word comparison
+    report = score_pair_items(model, vocab, pairs)        # PairItem: whole-sentence log-prob
+    report.accuracy, report.by_distance, report.by_attractors, report.oov_share
+
+`model` is anything with the lstmkit LanguageModel contract: model(tokens (T, B) int64) ->
+(logits (T, B, V), hidden). `vocab` maps tokens to ids (lstmkit.data.Vocab). Every sequence
+starts with `bos` (default "<eos>", the sentence separator LMs trained on PTB-style streams
+see before each sentence) when the vocabulary has it, so the first word is predicted too.
+
+A PrefixItem is right when log P(correct forms | prefix) > log P(wrong forms | prefix), where a
+set of forms scores the log of its summed probability. Forms the vocabulary lacks are dropped
+(pairwise when both lists have the same length, as for Linzen's verb pairs); an item with no
+known form on either side is skipped and counted in `skipped`. A PairItem is right when the
+grammatical sentence's summed log-probability is higher; ties count as wrong.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lstmkit.agreement.readers import PairItem, PrefixItem
+
+
+@dataclass
+class AgreementReport:
+    n: int  # items scored
+    correct: int
+    skipped: int  # items whose candidate forms are all out of vocabulary
+    oov_tokens: int  # context tokens not in the vocabulary (mapped to <unk>)
+    total_tokens: int
+    by_distance: dict[int, dict] = field(default_factory=dict)  # {d: {"n", "accuracy"}}
+    by_attractors: dict[int, dict] = field(default_factory=dict)
+    by_category: dict[str, dict] = field(default_factory=dict)
+    by_number: dict[str, dict] = field(default_factory=dict)  # subject singular / plural
+    results: list[dict] = field(default_factory=list)  # per item: correct, margin, ...
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else float("nan")
+
+    @property
+    def majority_baseline(self) -> float | None:
+        """Accuracy of always answering the more frequent subject number (None if unknown)."""
+        counts = [v["n"] for v in self.by_number.values()]
+        return max(counts) / sum(counts) if counts else None
+
+    @property
+    def oov_share(self) -> float:
+        return self.oov_tokens / self.total_tokens if self.total_tokens else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "skipped": self.skipped,
+            "oov_tokens": self.oov_tokens,
+            "total_tokens": self.total_tokens,
+            "oov_share": self.oov_share,
+            "by_distance": {str(k): v for k, v in self.by_distance.items()},
+            "by_attractors": {str(k): v for k, v in self.by_attractors.items()},
+            "by_category": self.by_category,
+            "by_number": self.by_number,
+            "majority_baseline": self.majority_baseline,
+        }
+
+
+def _breakdown(results: list[dict], key: str) -> dict:
+    groups: dict = defaultdict(list)
+    for r in results:
+        if r.get(key) is not None and r.get(key) != "":
+            groups[r[key]].append(r["correct"])
+    return {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(groups.items())}
+
+
+def _report(results: list[dict], skipped: int, oov: int, total: int) -> AgreementReport:
+    return AgreementReport(
+        n=len(results),
+        correct=sum(r["correct"] for r in results),
+        skipped=skipped,
+        oov_tokens=oov,
+        total_tokens=total,
+        by_distance=_breakdown(results, "distance"),
+        by_attractors=_breakdown(results, "attractors"),
+        by_category=_breakdown(results, "category"),
+        by_number=_breakdown(results, "number"),
+        results=results,
+    )
+
+
+def _number(plural) -> str | None:
+    return None if plural is None else ("plural" if plural else "singular")
+
+
+def _bos_ids(vocab, bos: str | None) -> list[int]:
+    return [vocab.stoi[bos]] if bos is not None and bos in vocab.stoi else []
+
+
+def _known_forms(correct: list[str], wrong: list[str], vocab) -> tuple[list[int], list[int]]:
+    known = vocab.stoi
+    if len(correct) == len(wrong):  # aligned pairs (e.g. is/are): keep a pair only if both known
+        pairs = [(c, w) for c, w in zip(correct, wrong) if c in known and w in known]
+        return [known[c] for c, _ in pairs], [known[w] for _, w in pairs]
+    return [known[c] for c in correct if c in known], [known[w] for w in wrong if w in known]
+
+
+def _padded(seqs: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """(T, B) ids padded at the end, and (B,) lengths."""
+    T = max(len(s) for s in seqs)
+    out = torch.full((T, len(seqs)), pad, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        out[: len(s), b] = torch.tensor(s, dtype=torch.long)
+    return out, torch.tensor([len(s) for s in seqs])
+
+
+def _device(model) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def next_word_log_probs(model, seqs: list[list[int]], batch_size: int = 128) -> list[Tensor]:
+    """For each id sequence, log P(next word | the whole sequence): a (V,) tensor each.
+    Sequences are right-padded (which cannot change earlier steps of a left-to-right model)."""
+    was_training = model.training
+    model.eval()
+    dev, out = _device(model), [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
+        logits = model(tokens.to(dev))[0]  # (T, B, V)
+        last = logits[lengths.to(dev) - 1, torch.arange(len(idx), device=dev)]  # (B, V)
+        logp = torch.log_softmax(last.float(), -1).cpu()
+        for k, i in enumerate(idx):
+            out[i] = logp[k]
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def sequence_log_probs(
+    model, seqs: list[list[int]], n_context: int, batch_size: int = 64
+) -> list[float]:
+    """Summed log P(w_t | w_<t) over positions t >= n_context of each id sequence."""
+    was_training = model.training
+    model.eval()
+    dev, out = _device(model), [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
+        logp = torch.log_softmax(model(tokens.to(dev))[0].float(), -1).cpu()  # (T, B, V)
+        step = logp[:-1].gather(2, tokens[1:].unsqueeze(-1)).squeeze(-1)  # (T-1, B)
+        t = torch.arange(step.shape[0])[:, None]  # step t predicts token t + 1
+        keep = (t + 1 >= n_context) & (t + 1 < lengths[None, :])
+        sums = (step * keep).sum(0)
+        for k, i in enumerate(idx):
+            out[i] = float(sums[k])
+    model.train(was_training)
+    return out
+
+
+def score_prefix_items(
+    model, vocab, items: list[PrefixItem], bos: str | None = "<eos>", batch_size: int = 128
+) -> AgreementReport:
+    bos_ids = _bos_ids(vocab, bos)
+    seqs, keep, skipped, oov, total = [], [], 0, 0, 0
+    for item in items:
+        good, bad = _known_forms(item.correct, item.wrong, vocab)
+        if not good or not bad:
+            skipped += 1
+            continue
+        oov += sum(w not in vocab.stoi for w in item.prefix)
+        total += len(item.prefix)
+        seqs.append(bos_ids + vocab.encode(item.prefix))
+        keep.append((item, good, bad))
+    if not seqs:
+        return _report([], skipped, oov, total)
+    logps = next_word_log_probs(model, seqs, batch_size)
+    results = []
+    for (item, good, bad), lp in zip(keep, logps):
+        s_good = float(torch.logsumexp(lp[good], 0))
+        s_bad = float(torch.logsumexp(lp[bad], 0))
+        results.append(
+            {
+                "correct": s_good > s_bad,
+                "margin": s_good - s_bad,
+                "distance": item.distance,
+                "attractors": item.attractors,
+                "category": item.meta.get("category", ""),
+                "number": _number(item.meta.get("plural")),
+            }
+        )
+    return _report(results, skipped, oov, total)
+
+
+def score_pair_items(
+    model, vocab, items: list[PairItem], bos: str | None = "<eos>", batch_size: int = 64
+) -> AgreementReport:
+    bos_ids = _bos_ids(vocab, bos)
+    n_ctx = max(len(bos_ids), 1)  # without a bos the first word cannot be scored
+    seqs, oov, total = [], 0, 0
+    for item in items:
+        for sent in (item.good, item.bad):
+            oov += sum(w not in vocab.stoi for w in sent)
+            total += len(sent)
+            seqs.append(bos_ids + vocab.encode(sent))
+    if not seqs:
+        return _report([], 0, oov, total)
+    scores = sequence_log_probs(model, seqs, n_ctx, batch_size)
+    results = []
+    for k, item in enumerate(items):
+        good, bad = scores[2 * k], scores[2 * k + 1]
+        results.append(
+            {
+                "correct": good > bad,
+                "margin": good - bad,
+                "distance": None,
+                "attractors": None,
+                "category": item.category,
+            }
+        )
+    return _report(results, 0, oov, total)
+
+
+def format_report(report: AgreementReport, title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append(
+        f"accuracy {report.accuracy:.3f} on {report.n} items ({report.skipped} skipped: "
+        f"verb forms not in the vocabulary); OOV share of context words "
+        f"{report.oov_share:.1%}"
+    )
+    if report.majority_baseline is not None:
+        lines.append(
+            f"  always answering the more frequent subject number would score "
+            f"{report.majority_baseline:.3f}"
+        )
+    for name, table in (
+        ("distance", report.by_distance),
+        ("attractors", report.by_attractors),
+        ("subject number", report.by_number),
+        ("category", report.by_category),
+    ):
+        if table:
+            lines.append(f"  by {name}:")
+            for k, v in table.items():
+                lines.append(f"    {str(k):>28}  {v['accuracy']:.3f}  (n={v['n']})")
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""`lstmkit agreement`: generate agreement data, train a small LM on it, score any LM.
+
+    lstmkit agreement generate --out runs/agr
+    lstmkit agreement train --data runs/agr/train.txt --cell lstm --out runs/agr/lstm
+    lstmkit agreement eval --checkpoint runs/agr/lstm --data runs/agr/test.jsonl
+    lstmkit agreement eval --checkpoint RUN/best --format linzen \
+        --data ../shared/data/linzen_rnn_agr_simple/numpred.test.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FORMATS = ("generated", "linzen", "gulordava", "marvin")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "agreement",
+        help="subject-verb agreement: generate data, train, score any LM",
+        description="Subject-verb agreement across a distance: a built-in sentence generator, "
+        "readers for Linzen 2016, Gulordava 2018 and Marvin & Linzen 2018, and a "
+        "scorer for any lstmkit language-model checkpoint.",
+    )
+    s = p.add_subparsers(dest="agreement_command", metavar="SUBCOMMAND")
+    g = s.add_parser(
+        "generate",
+        help="write a generated training corpus and test set",
+        description="Writes OUT/train.txt (one sentence per line), OUT/test.jsonl "
+        "(test sentences with subject and verb positions, number, "
+        "distance, attractors) and OUT/vocab.txt.",
+    )
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--train", type=int, default=20_000, help="training sentences (default 20,000)")
+    g.add_argument(
+        "--max-distance",
+        type=int,
+        default=12,
+        help="largest distance in training, in words between subject and verb (default 12)",
+    )
+    g.add_argument(
+        "--test-per-distance",
+        type=int,
+        default=100,
+        help="test sentences per distance (default 100)",
+    )
+    g.add_argument(
+        "--max-test-distance", type=int, default=18, help="test distances 0..this (default 18)"
+    )
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.set_defaults(func=run_generate)
+
+    t = s.add_parser(
+        "train",
+        help="train a small sentence-level LM on a corpus",
+        description="Train an lstmkit LanguageModel on whole sentences (one per "
+        "line) and save it as a checkpoint directory.",
+    )
+    t.add_argument("--data", required=True, help="text file, one tokenised sentence per line")
+    t.add_argument("--out", required=True, help="checkpoint directory to write")
+    t.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="lstm", help="default lstm")
+    t.add_argument("--emb-size", type=int, default=32, help="embedding size (default 32)")
+    t.add_argument("--hidden-size", type=int, default=64, help="hidden units (default 64)")
+    t.add_argument(
+        "--steps", type=int, default=3000, help="optimiser steps of 32 sentences (default 3000)"
+    )
+    t.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    t.add_argument(
+        "--max-seconds",
+        type=float,
+        default=600,
+        help="stop training after this many seconds (default 600)",
+    )
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    t.set_defaults(func=run_train)
+
+    e = s.add_parser(
+        "eval",
+        help="score a language model on agreement items",
+        description="An item is right when the model gives the correct verb form "
+        "a higher probability than the wrong one (Marvin & Linzen: the "
+        "grammatical sentence a higher log-probability). Prints "
+        "accuracy by distance and attractors, and the OOV share.",
+    )
+    e.add_argument("--checkpoint", required=True, help="lstmkit LM checkpoint directory")
+    e.add_argument(
+        "--data",
+        required=True,
+        help="the items: a test.jsonl (generated), a numpred.* file (linzen), the "
+        "common stem of .text/.eval/.gold (gulordava), or a .json/.tsv "
+        "(marvin)",
+    )
+    e.add_argument(
+        "--format", choices=FORMATS, default="generated", help="input format (default generated)"
+    )
+    e.add_argument(
+        "--lowercase",
+        action="store_true",
+        help="lowercase the input (for models trained on lowercased text, e.g. PTB)",
+    )
+    e.add_argument(
+        "--bos",
+        default="<eos>",
+        help="token fed before each sentence, if the vocabulary has it "
+        "(default <eos>; pass '' for none)",
+    )
+    e.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow reading Marvin & Linzen's original .pickle (runs code from "
+        "the file: only for files you trust)",
+    )
+    e.add_argument("--limit", type=int, help="score only the first N items")
+    e.add_argument("--json", help="write the report (with per-item results) to this file")
+    e.set_defaults(func=run_eval)
+    p.set_defaults(func=lambda a: p.print_help() or 2)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from lstmkit.agreement.grammar import AgreementGrammar
+    from lstmkit.agreement.readers import write_generated
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = AgreementGrammar(args.seed)
+    train = gen.corpus(args.train, args.max_distance)
+    test = AgreementGrammar(args.seed + 1).test_set(
+        args.test_per_distance, list(range(args.max_test_distance + 1))
+    )
+    (out / "train.txt").write_text("\n".join(" ".join(s.tokens) for s in train) + "\n")
+    write_generated(test, out / "test.jsonl")
+    (out / "vocab.txt").write_text("\n".join(gen.vocabulary()) + "\n")
+    print(
+        f"wrote {len(train):,} training sentences to {out / 'train.txt'}, {len(test):,} test "
+        f"sentences to {out / 'test.jsonl'}"
+    )
+    print("example:", " ".join(test[-1].tokens))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from lstmkit.agreement.train import SentenceLMConfig, build_vocab, train_sentence_lm
+    from lstmkit.training.checkpoint import save_checkpoint
+
+    torch.set_num_threads(args.threads)
+    lines = Path(args.data).read_text(encoding="utf-8").splitlines()
+    sentences = [ln.split() for ln in lines if ln.strip()]
+    if len(sentences) < 32:
+        raise SystemExit(
+            f"{args.data} has {len(sentences)} sentences; training needs at least 32 (one batch)"
+        )
+    vocab = build_vocab(sentences)
+    cfg = SentenceLMConfig(
+        cell=args.cell,
+        emb_size=args.emb_size,
+        hidden_size=args.hidden_size,
+        steps=args.steps,
+        lr=args.lr,
+        max_seconds=args.max_seconds,
+        seed=args.seed,
+    )
+    model, hist = train_sentence_lm(sentences, vocab, cfg, desc=f"training {args.cell}")
+    save_checkpoint(
+        args.out,
+        model,
+        model.config,
+        vocab,
+        data={"level": "word", "source": str(args.data)},
+        train=hist["config"],
+    )
+    print(
+        f"{hist['steps']} steps in {hist['seconds']:.0f} s, final loss "
+        f"{hist['loss'][-1]:.3f}; saved {args.out}"
+    )
+    return 0
+
+
+def load_items(fmt: str, path: str, lowercase: bool, allow_pickle: bool = False):
+    from lstmkit.agreement import readers
+
+    if fmt == "generated":
+        return readers.from_generated(readers.read_generated(path))
+    if fmt == "linzen":
+        return readers.read_linzen(path, lowercase=lowercase)
+    if fmt == "gulordava":
+        return readers.read_gulordava(path, lowercase=lowercase)
+    return readers.read_marvin_linzen(path, lowercase=lowercase, allow_pickle=allow_pickle)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from lstmkit.agreement.score import format_report, score_pair_items, score_prefix_items
+    from lstmkit.training.checkpoint import load_checkpoint
+
+    model, _, vocab, _ = load_checkpoint(args.checkpoint)
+    items = load_items(args.format, args.data, args.lowercase, args.allow_pickle)
+    if args.limit:
+        items = items[: args.limit]
+    bos = args.bos or None
+    if args.format == "marvin":
+        report = score_pair_items(model, vocab, items, bos=bos)
+    else:
+        report = score_prefix_items(model, vocab, items, bos=bos)
+    print(format_report(report, f"{args.checkpoint} on {args.data} ({args.format})"))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(
+            json.dumps({**report.to_dict(), "items": report.results}, indent=1)
+        )
+        print(f"wrote {args.json}")
+    return 0

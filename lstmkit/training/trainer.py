@@ -1,0 +1,361 @@
+"""train(config): the `lstmkit train` loop, importable from Python.
+
+    from lstmkit.training import TrainConfig, train
+    result = train(TrainConfig(train_file="train.txt", valid_file="valid.txt", level="char",
+                               model={"hidden_size": 512}, optimizer="adam", lr=2e-3))
+
+What it does, in order: read and tokenise the files, build the vocabulary, cut the training
+stream into B contiguous columns (this rank's B/W of them under torchrun), then for each epoch
+run truncated BPTT over windows of `bptt` steps, carrying the hidden state (detached) from one
+window to the next. Every `eval_every` steps and at the end of each epoch it validates, writes
+RUN/last (resumable: model, optimizer, schedule, RNG, data position, hidden state) and, when the
+validation loss improved, RUN/best (weights only). A NaN/inf loss stops the run before the bad
+update, leaving the last good checkpoints untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from lstmkit.data.batching import as_tensor, batchify, num_windows, windows
+from lstmkit.data.text import read_tokens
+from lstmkit.data.vocab import EOS, UNK, Vocab
+from lstmkit.training import distributed as dist_util
+from lstmkit.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_training_state,
+    save_checkpoint,
+)
+from lstmkit.training.config import TrainConfig
+from lstmkit.training.loop import NonFiniteLossError, evaluate_stream, train_window
+from lstmkit.training.model import LanguageModel, count_parameters
+
+
+@dataclass
+class TrainResult:
+    out: str
+    steps: int
+    epochs_completed: int
+    best_valid_loss: float | None
+    last_valid_loss: float | None
+    stopped_by: str  # "finished" | "max_steps" | "dry_run"
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available; use cpu")
+    return device
+
+
+def build_vocab(tokens: list[str], cfg: TrainConfig) -> Vocab:
+    specials = (UNK,) if cfg.level == "char" else (UNK, EOS)
+    return Vocab.build(tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, specials=specials)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def metric(mean_nats: float, level: str) -> dict:
+    """Perplexity for words, bits per character for characters (and nats for both)."""
+    out = {"nats": mean_nats}
+    if level == "char":
+        out["bpc"] = mean_nats / math.log(2)
+    else:
+        out["ppl"] = math.exp(min(mean_nats, 700.0))
+    return out
+
+
+def _fmt(m: dict) -> str:
+    if "bpc" in m:
+        return f"bpc {m['bpc']:.3f}"
+    return f"ppl {m['ppl']:.2f}" if m["ppl"] < 1e6 else f"ppl {m['ppl']:.3g}"
+
+
+def _hidden_tensors(hidden) -> dict[str, Tensor]:
+    if hidden is None:
+        return {}
+    parts = hidden if isinstance(hidden, tuple) else (hidden,)
+    return {f"hidden.{i}": dist_util.gather_columns(h.detach()) for i, h in enumerate(parts)}
+
+
+def _restore_hidden(tensors: dict[str, Tensor], model: LanguageModel, info, device):
+    parts = [tensors[k] for k in sorted(k for k in tensors if k.startswith("hidden."))]
+    if not parts:
+        return None
+    parts = [dist_util.rank_columns(p, info).to(device) for p in parts]
+    return tuple(parts) if model.is_lstm else parts[0]
+
+
+def _check_resumable(out: Path, model_config, vocab: Vocab, cfg: TrainConfig) -> None:
+    _, saved_config, saved_vocab, meta = load_checkpoint(out / "last")
+    if saved_vocab != vocab:
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(saved_vocab.itos, vocab.itos)) if a != b),
+            min(len(saved_vocab), len(vocab)),
+        )
+        raise CheckpointError(
+            f"cannot resume: the vocabulary in {out / 'last'} ({len(saved_vocab)} tokens) is not "
+            f"the one built from {cfg.train_file} with these settings ({len(vocab)} tokens; "
+            f"first difference at id {diff}). Resume with the same training file, --level, "
+            f"--min-count and --max-vocab"
+        )
+    if saved_config != model_config:
+        a, b = saved_config.to_dict(), model_config.to_dict()
+        diffs = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+        raise CheckpointError(
+            f"cannot resume: the model in {out / 'last'} differs from the one "
+            f"these settings build: {{key: (saved, now)}} = {diffs}"
+        )
+    if meta["data"].get("level") != cfg.level:
+        raise CheckpointError(
+            f"cannot resume: {out / 'last'} was trained at level "
+            f"{meta['data'].get('level')!r}, this run asks for {cfg.level!r}"
+        )
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train a language model as configured; see the module docstring. Raises
+    NonFiniteLossError on a NaN/inf loss and CheckpointError when --resume cannot work."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    info = dist_util.setup(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        return _train(cfg, resume, device, info)
+    finally:
+        dist_util.cleanup()
+
+
+def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainResult:
+    out = Path(cfg.out)
+    main = info.is_main
+    say = tqdm.write if main else (lambda *a, **k: None)  # rank 0 alone talks
+    if not cfg.train_file:
+        raise ValueError("no training file: pass --train FILE (or train_file in the config file)")
+    train_tokens = read_tokens(cfg.train_file, cfg.level, cfg.encoding_errors)
+    vocab = build_vocab(train_tokens, cfg)
+    train_data = batchify(
+        as_tensor(vocab.encode(train_tokens)), cfg.batch_size, info.rank, info.world_size
+    ).to(device)  # (N, B/W)
+    valid_data = None
+    if cfg.valid_file:
+        valid_tokens = read_tokens(cfg.valid_file, cfg.level, cfg.encoding_errors)
+        valid_data = batchify(
+            as_tensor(vocab.encode(valid_tokens)),
+            min(cfg.eval_batch_size, max(1, len(valid_tokens) // 2)),
+        ).to(device)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model_config = cfg.model_config(len(vocab))
+    model = LanguageModel(model_config).to(device)
+    optimizer = make_optimizer(model, cfg)
+    data_meta = {"level": cfg.level, "encoding_errors": cfg.encoding_errors}
+    state = {
+        "epoch": 1,
+        "window": 0,
+        "step": 0,
+        "best_valid": None,
+        "last_valid": None,
+        "tokens": 0,
+        "history": [],
+    }
+    hidden = None
+    if not resume and (out / "last").exists():
+        raise CheckpointError(
+            f"{out / 'last'} already exists: a fresh run would overwrite it. Add --resume to "
+            f"continue that run, or choose another --out"
+        )
+    if resume:
+        _check_resumable(out, model_config, vocab, cfg)
+        loaded = load_checkpoint(out / "last", map_location=device)
+        model.load_state_dict(loaded.model.state_dict())
+        state, tensors = load_training_state(out / "last", optimizer)
+        hidden = _restore_hidden(tensors, model, info, device)
+        say(
+            f"resumed from {out / 'last'} at step {state['step']} (epoch {state['epoch']}, "
+            f"window {state['window']})"
+        )
+    else:
+        torch.manual_seed(cfg.seed + info.rank)  # dropout masks differ between ranks
+    train_model = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    per_epoch = num_windows(train_data, cfg.bptt)
+    limit = cfg.dry_run_steps if cfg.dry_run else cfg.max_steps
+    total_steps = cfg.epochs * per_epoch
+    say(
+        f"{len(train_tokens):,} training tokens, vocabulary {len(vocab):,}, model "
+        f"{count_parameters(model):,} parameters on {device}"
+        + (f", {info.world_size} processes" if info.enabled else "")
+        + f"; {per_epoch} windows of {cfg.bptt} x {cfg.batch_size} per epoch"
+    )
+
+    def validate() -> dict | None:
+        if valid_data is None:
+            return None
+        data = valid_data[: cfg.dry_run_steps * cfg.bptt + 1] if cfg.dry_run else valid_data
+        total, count = evaluate_stream(model, data, cfg.bptt)
+        m = metric(total / count, cfg.level)
+        if not math.isfinite(m["nats"]):
+            raise NonFiniteLossError(state["step"], m["nats"], " (validation loss)")
+        return m
+
+    def checkpoint(valid: dict | None, hidden_now) -> None:
+        """Save last (all ranks join the hidden-state gather; rank 0 writes)."""
+        tensors = _hidden_tensors(hidden_now)
+        if main:
+            extra = {"data": data_meta, "train": cfg.to_dict()}
+            save_checkpoint(
+                out / "last",
+                model,
+                model_config,
+                vocab,
+                optimizer=optimizer,
+                state=state,
+                state_tensors=tensors,
+                save_rng=True,
+                **extra,
+            )
+            if valid is not None and state["best_valid"] == valid["nats"]:
+                save_checkpoint(out / "best", model, model_config, vocab, **extra)
+            with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(state["history"][-1]) + "\n")
+        dist_util.barrier()
+
+    def record(valid: dict | None, train_nats: float | None) -> None:
+        if valid is not None and (
+            state["best_valid"] is None or valid["nats"] < state["best_valid"]
+        ):
+            state["best_valid"] = valid["nats"]
+        state["last_valid"] = None if valid is None else valid["nats"]
+        state["history"].append(
+            {
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_nats": train_nats,
+                "valid": valid,
+                "time": time.time(),
+            }
+        )
+
+    bar = tqdm(
+        total=min(total_steps, limit) if limit else total_steps,
+        initial=state["step"],
+        disable=not (main and cfg.progress),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    t0, tokens0, stopped_by = time.time(), state["tokens"], "finished"
+    run_loss, run_n = 0.0, 0
+    try:
+        while state["epoch"] <= cfg.epochs:
+            epoch = state["epoch"]
+            if cfg.schedule == "step":
+                for g in optimizer.param_groups:
+                    g["lr"] = cfg.lr * cfg.lr_decay ** max(epoch - cfg.decay_after, 0)
+            if state["window"] == 0:
+                hidden = None  # each epoch starts the streams afresh
+            for k, x, y in windows(train_data, cfg.bptt, start=state["window"]):
+                loss, hidden = train_window(
+                    train_model,
+                    optimizer,
+                    x,
+                    y,
+                    hidden,
+                    cfg.clip,
+                    cfg.loss_per,
+                    step=state["step"] + 1,
+                )
+                state["step"] += 1
+                state["window"] = k + 1
+                state["tokens"] += y.numel() * info.world_size
+                run_loss, run_n = run_loss + loss, run_n + 1
+                rate = (state["tokens"] - tokens0) / max(time.time() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"epoch {epoch} loss {loss:.3f} "
+                    f"{_fmt(metric(loss, cfg.level))} {rate:,.0f} tok/s",
+                    False,
+                )
+                end_of_epoch = state["window"] >= per_epoch
+                if cfg.eval_every and state["step"] % cfg.eval_every == 0 and not end_of_epoch:
+                    valid = validate()
+                    record(valid, run_loss / run_n)
+                    run_loss, run_n = 0.0, 0
+                    if valid:
+                        say(f"step {state['step']}: valid {_fmt(valid)}")
+                    checkpoint(valid, hidden)
+                if limit and state["step"] >= limit:
+                    stopped_by = "dry_run" if cfg.dry_run else "max_steps"
+                    break
+            if stopped_by != "finished" and state["window"] < per_epoch:
+                valid = validate() if cfg.dry_run else None
+                record(valid, run_loss / max(run_n, 1))
+                checkpoint(valid, hidden)  # mid-epoch: resumable from this exact window
+                break
+            state["epoch"], state["window"] = epoch + 1, 0
+            valid = validate()
+            if (
+                cfg.schedule == "plateau"
+                and valid is not None
+                and state["best_valid"] is not None
+                and valid["nats"] >= state["best_valid"]
+            ):
+                for g in optimizer.param_groups:
+                    g["lr"] *= cfg.lr_decay
+            record(valid, run_loss / max(run_n, 1))
+            run_loss, run_n = 0.0, 0
+            say(
+                f"end of epoch {epoch}: step {state['step']}"
+                + (f", valid {_fmt(valid)}" if valid else "")
+                + f", lr {optimizer.param_groups[0]['lr']:g}"
+            )
+            checkpoint(valid, None)
+            if stopped_by != "finished":
+                break
+    except NonFiniteLossError as e:
+        bar.close()
+        if main:
+            kept = out / "last"
+            print(
+                f"error: {e}\nlast good checkpoint: "
+                + (str(kept) if kept.exists() else "none yet (no checkpoint had been written)")
+            )
+        raise
+    bar.close()
+    return TrainResult(
+        out=str(out),
+        steps=state["step"],
+        epochs_completed=state["epoch"] - 1,
+        best_valid_loss=state["best_valid"],
+        last_valid_loss=state["last_valid"],
+        stopped_by=stopped_by,
+        history=state["history"],
+    )

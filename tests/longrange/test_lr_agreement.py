@@ -1,0 +1,251 @@
+"""The agreement generator, the scorer on hand-made items with known answers, and the readers on
+small fixture files written in each public format."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lstmkit.agreement import (
+    AgreementGrammar,
+    PairItem,
+    PrefixItem,
+    from_generated,
+    read_gulordava,
+    read_linzen,
+    read_marvin_linzen,
+    score_pair_items,
+    score_prefix_items,
+)
+from lstmkit.agreement.grammar import NOUNS
+from lstmkit.agreement.readers import FormatError, read_generated, write_generated
+from lstmkit.data.vocab import Vocab
+
+PLURALS = {pl for _, pl in NOUNS}
+SINGULARS = {sg for sg, _ in NOUNS}
+
+
+# ---- the generator ------------------------------------------------------------------------------
+@pytest.mark.parametrize("distance", list(range(0, 21)))
+def test_generator_hits_every_distance_exactly(distance):
+    g = AgreementGrammar(seed=distance)
+    for _ in range(20):
+        s = g.sentence(distance)
+        assert s.distance == distance == s.verb_index - s.subject_index - 1
+        subj = s.tokens[s.subject_index]
+        assert (subj in PLURALS) == s.plural and (subj in PLURALS | SINGULARS)
+        # the attractor count is the number of modifier nouns of the other number
+        others = [s.tokens[p] for p in s.noun_positions[1:] if p < s.verb_index]
+        assert len(others) == len(s.modifiers)
+        assert s.attractors == sum((w in PLURALS) != s.plural for w in others)
+        assert s.tokens[-1] == "." and set(s.tokens) <= set(g.vocabulary())
+
+
+@pytest.mark.parametrize("attractors", [0, 1, 2, 3])
+def test_generator_controls_attractors_and_number(attractors):
+    g = AgreementGrammar(seed=7)
+    for plural in (False, True):
+        s = g.sentence(12, attractors=attractors, plural=plural)
+        assert s.attractors == attractors and s.plural == plural
+        assert s.correct_verb != s.wrong_verb
+    with pytest.raises(ValueError, match="attractors need as many modifiers"):
+        g.sentence(2, attractors=1)
+
+
+def test_generator_makes_the_example_structures():
+    kinds = set()
+    g = AgreementGrammar(seed=1)
+    for s in g.corpus(300, 14):
+        kinds |= set(s.modifiers)
+    assert kinds == {"pp", "pp_adj", "subj_rc", "obj_rc"}
+
+
+# ---- a language model whose answers are known ---------------------------------------------------
+class BigramLM(nn.Module):
+    """Logits depend only on the current token: table[current] -> next-token logits."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = nn.Parameter(table)
+
+    def forward(self, tokens, hidden=None, return_trace=False):
+        return self.table[tokens], hidden  # (T, B, V)
+
+
+WORDS = ["<unk>", "<eos>", "the", "cat", "cats", "dog", "dogs", "near", "is", "are", "was", "were"]
+
+
+@pytest.fixture
+def bigram():
+    vocab = Vocab(WORDS)
+    V, s = len(WORDS), vocab.stoi
+    table = torch.zeros(V, V)
+    table[s["cat"], s["is"]] = 2.0  # after a singular noun: singular verbs
+    table[s["dog"], s["is"]] = 2.0
+    table[s["cat"], s["was"]] = 1.0
+    table[s["cats"], s["are"]] = 2.0  # after a plural noun: plural verbs
+    table[s["dogs"], s["are"]] = 2.0
+    table[s["dogs"], s["were"]] = 1.0
+    table[s["<eos>"], s["the"]] = 3.0
+    return BigramLM(table), vocab
+
+
+def test_prefix_scorer_on_items_with_known_answers(bigram):
+    model, vocab = bigram
+    items = [
+        PrefixItem(["the", "cat"], ["is"], ["are"], distance=0, attractors=0),  # right
+        PrefixItem(["the", "cats"], ["are"], ["is"], distance=0, attractors=0),  # right
+        PrefixItem(
+            ["the", "cats", "near", "the", "dog"], ["are"], ["is"], distance=3, attractors=1
+        ),  # wrong: a bigram model follows the attractor
+        PrefixItem(
+            ["the", "cat", "near", "the", "dogs"], ["is"], ["are"], distance=3, attractors=1
+        ),  # wrong
+        PrefixItem(
+            ["the", "cat", "near", "the", "dog"], ["is"], ["are"], distance=3, attractors=0
+        ),  # right
+        PrefixItem(["the", "cat"], ["is"], ["isnt"], distance=0),  # skipped: OOV form
+        PrefixItem(["the", "zebra"], ["is"], ["are"], distance=0),  # unk context: a tie
+    ]
+    rep = score_prefix_items(model, vocab, items, batch_size=3)
+    assert [r["correct"] for r in rep.results] == [True, True, False, False, True, False]
+    assert rep.n == 6 and rep.correct == 3 and rep.skipped == 1
+    assert rep.by_distance == {0: {"n": 3, "accuracy": 2 / 3}, 3: {"n": 3, "accuracy": 1 / 3}}
+    assert rep.by_attractors == {0: {"n": 3, "accuracy": 1.0}, 1: {"n": 2, "accuracy": 0.0}}
+    assert rep.oov_tokens == 1 and rep.total_tokens == 2 + 2 + 5 + 5 + 5 + 2
+    assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-6)  # log e^2 - log e^0
+
+
+def test_prefix_scorer_sums_form_sets_and_drops_unknown_pairs(bigram):
+    model, vocab = bigram
+    # sets: P(is) + P(was) vs P(are) + P(were); the pair ("goes", "go") is unknown and dropped
+    item = PrefixItem(["the", "cat"], ["is", "was", "goes"], ["are", "were", "go"])
+    rep = score_prefix_items(model, vocab, [item])
+    want = math.log(math.exp(2) + math.exp(1)) - math.log(2)
+    assert rep.results[0]["margin"] == pytest.approx(want, abs=1e-6)
+
+
+def test_pair_scorer_matches_hand_computed_log_probabilities(bigram):
+    model, vocab = bigram
+    table = model.table.detach()
+    good, bad = ["the", "dogs", "are"], ["the", "dogs", "is"]
+
+    def logp(words):
+        ids = [vocab.stoi["<eos>"]] + vocab.encode(words)
+        return sum(float(torch.log_softmax(table[a], 0)[b]) for a, b in zip(ids, ids[1:]))
+
+    rep = score_pair_items(
+        model, vocab, [PairItem(good, bad, "simple"), PairItem(bad, good, "flipped")]
+    )
+    assert [r["correct"] for r in rep.results] == [True, False]
+    assert rep.results[0]["margin"] == pytest.approx(logp(good) - logp(bad), abs=1e-5)
+    assert rep.by_category == {
+        "flipped": {"n": 1, "accuracy": 0.0},
+        "simple": {"n": 1, "accuracy": 1.0},
+    }
+
+
+def test_generated_items_round_trip(tmp_path):
+    sents = AgreementGrammar(3).test_set(2, [0, 5, 9])
+    path = write_generated(sents, tmp_path / "test.jsonl")
+    back = read_generated(path)
+    assert [s.tokens for s in back] == [s.tokens for s in sents]
+    items = from_generated(back)
+    assert [i.distance for i in items] == [0, 0, 5, 5, 9, 9]
+    assert all(i.correct[0] == s.tokens[s.verb_index] for i, s in zip(items, back))
+
+
+# ---- readers, on fixture files in each format ---------------------------------------------------
+def test_linzen_reader(tmp_path):
+    p = tmp_path / "numpred.test.2"
+    p.write_text("VBZ\tthe cat near the dogs\nVBP\tThe Cats NN near the dog\n\n")
+    items = read_linzen(p, lowercase=True)
+    assert len(items) == 2 and all(i.attractors == 2 for i in items)
+    assert items[0].correct[0] == "is" and items[0].wrong[0] == "are"
+    assert items[1].prefix == ["the", "cats", "nn", "near", "the", "dog"]
+    assert items[1].correct[:2] == ["are", "were"]
+    assert read_linzen(p)[1].prefix[1] == "Cats"  # no lowercasing unless asked
+    bad = tmp_path / "numpred.val"
+    bad.write_text("VBX\tthe cat\n")
+    with pytest.raises(FormatError, match="line 1: expected 'VBZ' or 'VBP'"):
+        read_linzen(bad)
+
+
+GOLD_12 = (
+    "L!NOUN_VERB_VERB!Number=Plur!Number=Sing\t7\t6\t5\tVERB\tNumber=Sing\tis\tare\tbe"
+    "\t1\tNOUN\tThe road we travel is\n"
+    "R!VERB_NOUN_CCONJ_VERB!Number=Sing!Number=Plur\t0\t2\t5\tVERB\tNumber=Plur\tgo\tgoes"
+    "\tgo\t1\tVERB\tDignitaries condemn the act but go\n"
+)
+
+
+def test_gulordava_reader_released_layout_with_tab(tmp_path):
+    stem = tmp_path / "generated"
+    (tmp_path / "generated.text").write_text(
+        "The path we walked today is long .\nDogs condemn the act and go home .\n"
+    )
+    (tmp_path / "generated.eval").write_text("5\n5\n")
+    (tmp_path / "generated.gold").write_text(GOLD_12)
+    (tmp_path / "generated.tab").write_text(
+        "pattern\tconstr_id\tsent_id\tcorrect_number\tform\tclass\ttype\tprefix\tn_attr\n"
+        "L__NOUN_VERB_VERB\t7\t6\tsing\tis\tcorrect\tgenerated\tThe path we walked today\t1\n"
+        "L__NOUN_VERB_VERB\t7\t6\tsing\tare\twrong\tgenerated\tThe path we walked today\t1\n"
+    )
+    items = read_gulordava(stem)
+    assert items[0].prefix == ["The", "path", "we", "walked", "today"]
+    assert (items[0].correct, items[0].wrong) == (["is"], ["are"])
+    assert items[0].distance == 3 and items[0].attractors == 1
+    assert items[1].attractors is None and items[1].correct == ["go"]
+    assert items[0].meta["category"] == "L__NOUN_VERB_VERB"
+    assert read_gulordava(tmp_path / "generated.gold", lowercase=True)[0].prefix[0] == "the"
+
+
+def test_gulordava_reader_short_gold_and_errors(tmp_path):
+    (tmp_path / "g.text").write_text("the cats near the dog are here\n")
+    (tmp_path / "g.eval").write_text("5\n")
+    (tmp_path / "g.gold").write_text("5\tare\tis\t1\n")
+    (item,) = read_gulordava(tmp_path / "g")
+    assert item.prefix == ["the", "cats", "near", "the", "dog"] and item.attractors == 1
+    (tmp_path / "g.eval").write_text("4\n")
+    with pytest.raises(FormatError, match="differs from the .eval"):
+        read_gulordava(tmp_path / "g")
+    (tmp_path / "g.eval").write_text("9\n")
+    with pytest.raises(FormatError, match="outside the sentence"):
+        read_gulordava(tmp_path / "g")
+    (tmp_path / "g.eval").write_text("5\n5\n")
+    with pytest.raises(FormatError, match="line-aligned"):
+        read_gulordava(tmp_path / "g")
+    with pytest.raises(FileNotFoundError, match="h.text"):
+        read_gulordava(tmp_path / "h")
+
+
+def test_marvin_linzen_reader_json_tsv_and_pickle_guard(tmp_path):
+    j = tmp_path / "ml.json"
+    j.write_text(
+        json.dumps(
+            {
+                "simple_agrmt": [["The author laughs .", "The author laugh ."]],
+                "sent_comp": [
+                    ["the mechanics said the author laughs", "the mechanics said the author laugh"]
+                ],
+            }
+        )
+    )
+    items = read_marvin_linzen(j)
+    assert [i.category for i in items] == ["simple_agrmt", "sent_comp"]
+    assert items[0].good == ["the", "author", "laughs", "."]
+    t = tmp_path / "ml.tsv"
+    t.write_text("# comment\nsimple\tthe cat is\tthe cat are\nthe dogs are\tthe dogs is\n")
+    items = read_marvin_linzen(t)
+    assert [(i.category, i.bad[-1]) for i in items] == [("simple", "are"), ("", "is")]
+    p = tmp_path / "ml.pickle"
+    p.write_bytes(b"not read")
+    with pytest.raises(FormatError, match="allow_pickle=True"):
+        read_marvin_linzen(p)
+    t.write_text("only one column\n")
+    with pytest.raises(FormatError, match="line 1"):
+        read_marvin_linzen(t)
