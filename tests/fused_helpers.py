@@ -7,10 +7,14 @@ is preceded by the same seed.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 
 from lstmkit import engines
+from lstmkit.engines import cpu_loops
 from lstmkit.engines.base import RecurrentCall
 from lstmkit.nn import inputs
 
@@ -77,3 +81,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def compiled_loops():
+    """The fused engine's compiled CPU loops must be in use wherever a C++ compiler exists (a
+    build failure there is a bug, not a reason to test the fallback twice)."""
+    if os.environ.get(cpu_loops.ENV_SWITCH) == "0":
+        pytest.skip(f"{cpu_loops.ENV_SWITCH}=0: compiled loops switched off")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler: the fused engine runs its pure-PyTorch loops")
+    assert cpu_loops.cpu_loops() is not None, "the compiled CPU loops failed to build"

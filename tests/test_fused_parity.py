@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fused_helpers import DT, make_call, one_thread, run_engine  # noqa: F401
+from fused_helpers import DT, compiled_loops, make_call, one_thread, run_engine  # noqa: F401
 
 import lstmkit
+from lstmkit.engines import cpu_loops
 
 T, B, I, H = 5, 3, 4, 6
 
@@ -110,7 +111,18 @@ def _layer(option: str, structure: str):
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
 @pytest.mark.parametrize("option", list(OPTIONS))
-def test_fused_matches_reference(option: str, structure: str) -> None:
+def test_fused_matches_reference(option: str, structure: str, compiled_loops) -> None:
+    _compare(option, structure, T)
+
+
+LSTM_OPTIONS = [k for k in OPTIONS if k.startswith("lstm")]
+
+
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+@pytest.mark.parametrize("option", LSTM_OPTIONS)
+def test_fused_python_loops_match_reference(option: str, structure: str, monkeypatch) -> None:
+    """The pure-PyTorch LSTM loops (where the compiled ones cannot be built) on the same grid."""
+    monkeypatch.setenv(cpu_loops.ENV_SWITCH, "0")
     _compare(option, structure, T)
 
 

@@ -47,6 +47,47 @@ def lstm_output(c: Tensor, o: Tensor, p: LayerParams) -> Tensor:
     return h if p.w_hr is None else h @ p.w_hr.t()
 
 
+def lstm_pointwise_(
+    act: Tensor, c_prev: Tensor, c_out: Tensor, peep: Tensor | None = None, coupled: bool = False
+) -> dict[str, Tensor]:
+    """lstm_pointwise in place, for engines that run without autograd (same equations).
+
+    act (B, G*H) holds pre = xp + hp on entry and the gate activations, in layout order, on
+    return; c_t is written to c_out (B, H). Returns the gate blocks {f, g, o} (+ i unless
+    coupled) as views of act. No fresh (B, H) tensors: per step that allocation costs more than
+    the arithmetic at small sizes.
+    """
+    layout = lstm_layout(coupled)
+    blocks = split(act, layout)
+    f, g, o = blocks["f"], blocks["g"], blocks["o"]
+    if peep is None:  # the sigmoid gates before g are adjacent columns: one call for both
+        act[..., : layout.index("g") * g.shape[-1]].sigmoid_()
+    else:
+        w = split(peep, peephole_layout(coupled))
+        for name in peephole_layout(coupled)[:-1]:  # i and f see c_{t-1}; o waits for c_t
+            blocks[name].addcmul_(w[name], c_prev).sigmoid_()
+    g.tanh_()
+    if coupled:  # c = f c_prev + (1 - f) g = g + f (c_prev - g)
+        torch.sub(c_prev, g, out=c_out).mul_(f).add_(g)
+    else:
+        torch.mul(f, c_prev, out=c_out).addcmul_(blocks["i"], g)
+    if peep is not None:
+        o.addcmul_(w["o"], c_out)
+    o.sigmoid_()
+    return blocks
+
+
+def lstm_output_(c: Tensor, o: Tensor, p: LayerParams, out: Tensor, work: Tensor) -> Tensor:
+    """lstm_output into `out` (B, H_out), using `work` (B, H) as scratch; returns out."""
+    if p.ln_c_w is None:
+        torch.tanh(c, out=work)
+    else:
+        work.copy_(layer_norm(c, p.ln_c_w, p.ln_c_b)).tanh_()
+    if p.w_hr is None:
+        return torch.mul(o, work, out=out)
+    return torch.mm(work.mul_(o), p.w_hr.t(), out=out)
+
+
 class LSTMCellKind(Cell):
     name = "LSTM"
     state_names = ("h", "c")

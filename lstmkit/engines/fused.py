@@ -36,13 +36,13 @@ from lstmkit.cells.base import (
     input_projection,
     recurrent_projection,
 )
+from lstmkit.cells.gates import lstm_layout, split
 from lstmkit.cells.gru import gru_pointwise
-from lstmkit.cells.lstm import lstm_output, lstm_pointwise
 from lstmkit.cells.regularizers import StepMasks, zoneout
 from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
 from lstmkit.engines.fused_gru import gru_backward, rnn_backward
-from lstmkit.engines.fused_lstm import lstm_backward
+from lstmkit.engines.fused_lstm import lstm_backward, lstm_forward
 from lstmkit.engines.reference import run_stack
 
 # Tensor arguments of the Function after (xp, h0, c0), in this order; None where absent.
@@ -88,10 +88,11 @@ class DirectionConfig:
 
 
 def step_function(cfg: DirectionConfig, xp: Tensor):
-    """The per-step computation (B, G*H) -> new state and gates, with the loop-invariant work
-    done once: W_hh^T made contiguous (a faster matmul every step). Returns (step, hps):
-    step(t, h_in, state) -> (new state, gates, hp); hps is the (T, B, G*H) stack the GRU step
-    writes its projections into, else None. The pointwise math is the cells' own functions."""
+    """GRU / RNN: the per-step computation (B, G*H) -> new state and gates, with the
+    loop-invariant work done once: W_hh^T made contiguous (a faster matmul every step).
+    Returns (step, hps): step(t, h_in, state) -> (new state, gates, hp); hps is the
+    (T, B, G*H) stack the GRU step writes its projections into, else None. The pointwise math
+    is the cells' own functions."""
     cell, opts, p = cfg.cell, cfg.opts, cfg.p
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H)
     if p.ln_hh is not None:  # the layer norm needs W_hh h on its own: the readable path
@@ -114,19 +115,10 @@ def step_function(cfg: DirectionConfig, xp: Tensor):
             return (h,), gates, hp
 
         return gru, hps
-    # LSTM / RNN: run_direction folded b_hh into xp, so one addmm per step gives xp + hp.
-    # `buf` is reused every step (the cell's functions return new tensors): a fresh (B, G*H)
-    # result each step can cost more in page faults than the matmul itself.
+    # RNN: run_direction folded b_hh into xp, so the projection is one plain mm per step;
+    # `buf` is reused every step (a fresh (B, H) result each step costs page faults)
     assert p.b_hh is None, "fold b_hh into the input projection (see run_direction)"
     buf = torch.empty_like(xp[0])
-    if cell.name == "LSTM":
-
-        def lstm(t, h_in, state):
-            pre = torch.addmm(xp[t], h_in, w_t, out=buf)  # xp_t + W_hh h
-            c, gates = lstm_pointwise(pre, state[1], p.w_peep, opts.coupled)
-            return (lstm_output(c, gates["o"], p), c), gates, None
-
-        return lstm, None
 
     def rnn(t, h_in, state):
         hp = torch.mm(h_in, w_t, out=buf)
@@ -150,7 +142,8 @@ class StepRows:
 
 
 def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
-    """The time loop of the reference engine, without autograd, keeping what backward needs.
+    """GRU / RNN: the reference engine's time loop without autograd, keeping what backward needs
+    (the LSTM has its own loop that writes in place: lstmkit.engines.fused_lstm.lstm_forward).
 
     Returns per-state stacks (T, B, *) of the states after each step, of the cell's new values
     before zoneout (the same stacks when zoneout is off), the gates {name: (T, B, H)}, and the
@@ -199,17 +192,18 @@ class FusedDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cfg: DirectionConfig, xp: Tensor, h0: Tensor, c0: Tensor | None, *weights):
-        state = (h0,) if c0 is None else (h0, c0)
-        states, news, gates, hp = forward_loop(cfg, xp, state)
-        ctx.cfg, ctx.gate_names, ctx.n_states = cfg, tuple(gates), len(state)
-        ctx.save_for_backward(h0, c0, *states, *news, *gates.values(), hp)
+        ctx.cfg = cfg
         ctx.set_materialize_grads(False)  # unused outputs (e.g. gates) arrive as None
-        outs = [states[0]]
-        if c0 is not None:  # a copy: the c states themselves are only an output with traces
-            outs.append(states[1][0 if cfg.reverse else -1].clone())
-        if cfg.return_trace:
-            outs += [*states[1:], *gates.values()]
-        return tuple(outs)
+        if c0 is not None:  # LSTM
+            Hs, Cs, Cn, act, raw = lstm_forward(cfg, xp, h0, c0)
+            ctx.save_for_backward(h0, c0, Hs, Cs, Cn, act, raw)
+            # the final cell as a copy: the c states themselves are an output only with traces
+            outs = [Hs, Cs[0 if cfg.reverse else -1].clone()]
+            return tuple(outs + [Cs, act] if cfg.return_trace else outs)
+        (Hs,), (Hn,), gates, hp = forward_loop(cfg, xp, (h0,))
+        ctx.gate_names = tuple(gates)
+        ctx.save_for_backward(h0, Hs, Hn, *gates.values(), hp)
+        return (Hs, *gates.values()) if cfg.return_trace else (Hs,)
 
     @staticmethod
     def backward(ctx, *grads):
@@ -219,25 +213,20 @@ class FusedDirection(torch.autograd.Function):
                 "silently drop second-order terms); build the layer with engine='reference' "
                 "for higher-order gradients"
             )
-        cfg, n, names = ctx.cfg, ctx.n_states, ctx.gate_names
-        saved = ctx.saved_tensors
-        h0, c0 = saved[0], saved[1]
-        states = saved[2 : 2 + n]
-        news = saved[2 + n : 2 + 2 * n]
-        gates = dict(zip(names, saved[2 + 2 * n : -1]))
-        hp = saved[-1]
-        grads = list(grads) + [None] * (2 * n - 1 + len(names) - len(grads))  # no trace: pad
-        dH = grads[0]  # (T, B, H_out): outputs, final h, traced h
-        d_gates = dict(zip(names, grads[2 * n - 1 :]))
+        cfg, saved = ctx.cfg, ctx.saved_tensors
         needs = dict(zip(("xp", "h0", "c0", *WEIGHT_FIELDS), ctx.needs_input_grad[1:]))
-        name = cfg.cell.name
-        if name == "LSTM":  # grads[1]: final c (B, H); grads[2]: traced c (T, B, H)
-            d_c = (dH, grads[2], grads[1])
-            g = lstm_backward(cfg, h0, c0, states, news, gates, d_c, d_gates, needs)
-        elif name == "GRU":
-            g = gru_backward(cfg, h0, states[0], news[0], gates, hp, dH, d_gates, needs)
+        grads = list(grads) + [None] * 4  # outputs without a gradient (no trace): None
+        if cfg.cell.name == "LSTM":  # grads: hidden states, final c, traced c, activations
+            d_states = (grads[0], grads[2], grads[1])
+            g = lstm_backward(cfg, saved[0], saved[1], saved[2:], d_states, grads[3], needs)
         else:
-            g = rnn_backward(cfg, h0, states[0], news[0], dH, needs)
+            h0, Hs, Hn, hp = saved[0], saved[1], saved[2], saved[-1]
+            gates = dict(zip(ctx.gate_names, saved[3:-1]))
+            if cfg.cell.name == "GRU":
+                d_gates = dict(zip(ctx.gate_names, grads[1:]))
+                g = gru_backward(cfg, h0, Hs, Hn, gates, hp, grads[0], d_gates, needs)
+            else:
+                g = rnn_backward(cfg, h0, Hs, Hn, grads[0], needs)
         return (None, g.get("xp"), g.get("h0"), g.get("c0"), *(g.get(f) for f in WEIGHT_FIELDS))
 
 
@@ -262,9 +251,11 @@ def run_direction(
         keep_hp=call.cell.name == "GRU",
         return_trace=call.return_trace,
     )
-    if call.cell.name != "GRU" and p.ln_hh is None and p.b_hh is not None:
-        # xp + hp = (W_ih x + b_ih + b_hh) + W_hh h: adding b_hh to the input projection's
-        # bias saves a (T, B, G*H) tensor and an op per step; autograd sums its gradient
+    fold = call.cell.name == "LSTM" or (call.cell.name == "RNN" and p.ln_hh is None)
+    if fold and p.b_hh is not None:
+        # xp + hp = (W_ih x + b_ih + b_hh) + LN_hh(W_hh h): adding b_hh to the input
+        # projection's bias saves a (T, B, G*H) tensor and an op per step; autograd sums its
+        # gradient
         p = replace(p, b_ih=p.b_ih + p.b_hh, b_hh=None)
         cfg.p = p
     xp = input_projection(x, p)  # (T, B, G*H), ordinary autograd: one matmul each way
@@ -277,9 +268,14 @@ def run_direction(
     out = H_states if valid is None else torch.where(valid, H_states, 0.0)  # (T, B, H_out)
     record: dict[str, Tensor] = {}
     if call.return_trace:
-        named = dict(zip(call.cell.trace_gates(call.opts), outs[2 * n - 1 :]))
-        if n > 1:
+        if n > 1:  # LSTM: the activation stack (T, B, G*H) in layout order, then the cells
+            named = split(outs[3], lstm_layout(call.opts.coupled))
+            if call.opts.coupled:  # CIFG: i = 1 - f, differentiable here (autograd adds it)
+                named["i"] = 1.0 - named["f"]
+            named = {g: named[g] for g in call.cell.trace_gates(call.opts)}
             named["c"] = outs[2]
+        else:
+            named = dict(zip(call.cell.trace_gates(call.opts), outs[1:]))
         for k, v in named.items():
             record[k] = v if valid is None else torch.where(valid, v, 0.0)
         record["h"] = out

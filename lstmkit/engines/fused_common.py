@@ -95,7 +95,8 @@ def add_all(*terms: Tensor | None) -> Tensor | None:
 class RecurrentProjectionGrad:
     """Backward of hp_t = LN_hh(W_hh (h_{t-1} * rmask)) + b_hh for all steps of one direction."""
 
-    def __init__(self, cfg, Hs: Tensor, h0: Tensor) -> None:
+    def __init__(self, cfg, Hs: Tensor, h0: Tensor, raw: Tensor | None = None) -> None:
+        """raw (T, B, G*H): W_hh h_in from the forward when it kept it (LN_hh), else None."""
         p, masks = cfg.p, cfg.masks
         self.w_hh, self.ln_hh, self.rmask = p.w_hh, p.ln_hh, masks.recurrent
         self.Hs, self.h0, self.reverse = Hs, h0, cfg.reverse
@@ -105,8 +106,8 @@ class RecurrentProjectionGrad:
             if self.rmask is not None:
                 self.h_in.mul_(self.rmask)
         if self.ln_hh is not None:
-            # W_hh h_in for all steps in one matmul: cheaper than keeping it from the forward
-            self.raw = self.h_in @ self.w_hh.t()  # (T, B, G*H)
+            # W_hh h_in for all steps, kept by the forward or else recomputed in one matmul
+            self.raw = raw if raw is not None else self.h_in @ self.w_hh.t()  # (T, B, G*H)
             self.mean, self.rstd = layer_norm_stats(self.raw)
             self.draw = torch.empty_like(self.raw)  # d loss / d (W_hh h_in), per step
 
@@ -130,7 +131,7 @@ class RecurrentProjectionGrad:
         if self.ln_hh is not None:
             draw = self.draw
             if needs["ln_hh"]:
-                xhat = self.raw.sub_(self.mean).mul_(self.rstd)  # raw is not needed any more
+                xhat = (self.raw - self.mean).mul_(self.rstd)  # raw may be a saved tensor
                 grads["ln_hh"] = xhat.mul_(dhp).sum((0, 1))
         if needs["w_hh"] and self.h_in is None:  # sum_t draw_t^T h_{t-1}: one big matmul
             grads["w_hh"] = matmul_with_previous(draw, self.Hs, self.h0, self.reverse)

@@ -1,4 +1,12 @@
-"""Backward through time of the LSTM cell (lstmkit.cells.lstm) for the fused engine.
+"""The LSTM cell (lstmkit.cells.lstm) in the fused engine: the forward time loop and the
+backward through time.
+
+Forward: per step one addmm writes pre = xp_t + W_hh h_{t-1} straight into row t of the gate
+stack A (T, B, G*H), lstm_pointwise_ turns it into the activations in place and writes c_t into
+the cell stack, lstm_output_ writes h_t into the hidden stack: about eight torch calls and no
+copies or fresh tensors per step (at small sizes each call costs more than its arithmetic).
+
+Backward, with pre = xp + hp split into gate blocks and the forward's saved i, f, g, o, c:
 
 With pre = xp + hp split into gate blocks and the forward's saved i, f, g, o, c:
 
@@ -20,8 +28,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.base import LN_EPS
+from lstmkit.cells.base import LN_EPS, layer_norm
 from lstmkit.cells.gates import lstm_layout, peephole_layout, split
+from lstmkit.cells.lstm import lstm_output_, lstm_pointwise_
+from lstmkit.cells.regularizers import zoneout
+from lstmkit.engines.cpu_loops import cpu_loops, usable
 from lstmkit.engines.fused_common import (
     RecurrentProjectionGrad,
     add_all,
@@ -34,21 +45,82 @@ from lstmkit.engines.fused_common import (
 )
 
 
+def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
+    """The time loop without autograd, writing straight into the stacks the backward needs.
+
+    xp (T, B, G*H) holds W_ih x + b_ih + b_hh (b_hh folded in by run_direction). Returns
+    Hs (T, B, H_out) and Cs (T, B, H), the states after each step; Cn (T, B, H), the cell before
+    zoneout / length hold (Cs itself when neither is on); A (T, B, G*H), the gate activations in
+    layout order; raw (T, B, G*H), W_hh h_in before LN_hh (kept for the backward), or None.
+    Indexed by time, not by processing order.
+    """
+    p, masks, valid = cfg.p, cfg.masks, cfg.valid
+    T, B, _ = xp.shape
+    H = c0.shape[-1]
+    holds = cfg.zoneout_on or valid is not None
+    A = torch.empty_like(xp)
+    Cs = xp.new_empty(T, B, H)
+    Cn = xp.new_empty(T, B, H) if holds else Cs
+    Hs = xp.new_empty(T, B, h0.shape[-1])
+    h_new = torch.empty_like(h0) if holds else None  # (B, H_out) scratch before zoneout / hold
+    work = torch.empty_like(c0)  # (B, H) scratch for tanh(c)
+    raw = torch.empty_like(xp) if p.ln_hh is not None else None
+    w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
+    compiled = _compiled_loops(cfg, holds, xp, h0, c0)
+    if compiled is not None:  # the same loop, compiled (lstmkit/engines/cpu_loops.py)
+        peep = None if p.w_peep is None else p.w_peep.contiguous()
+        compiled.lstm_forward_loop(
+            xp, h0.contiguous(), c0.contiguous(), w_t, peep, masks.recurrent,
+            cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
+        )  # fmt: skip
+        return Hs, Cs, Cn, A, raw
+    zh, zc = masks.zoneout_h, masks.zoneout_c
+    h, c = h0, c0
+    for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
+        h_in = h if masks.recurrent is None else h * masks.recurrent
+        a = A[t]  # (B, G*H)
+        if raw is None:
+            torch.addmm(xp[t], h_in, w_t, out=a)
+        else:
+            torch.add(xp[t], layer_norm(torch.mm(h_in, w_t, out=raw[t]), p.ln_hh), out=a)
+        gates = lstm_pointwise_(a, c, Cn[t], p.w_peep, cfg.opts.coupled)
+        hn = lstm_output_(Cn[t], gates["o"], p, h_new if holds else Hs[t], work)
+        if holds:
+            hn = zoneout(h, hn, None if zh is None else zh[t], cfg.rates[0])
+            cn = zoneout(c, Cn[t], None if zc is None else zc[t], cfg.rates[1])
+            if valid is not None:  # hold the state past each sequence's end
+                hn, cn = torch.where(valid[t], hn, h), torch.where(valid[t], cn, c)
+            Hs[t].copy_(hn)
+            Cs[t].copy_(cn)
+        h, c = Hs[t], Cs[t]
+    return Hs, Cs, Cn, A, raw
+
+
+def _compiled_loops(cfg, holds: bool, *tensors: Tensor):
+    """The compiled loops where they cover this call (no layer norm, projection, zoneout or
+    lengths: those run the Python loops), else None."""
+    p = cfg.p
+    simple = p.ln_hh is None and p.ln_c_w is None and p.w_hr is None and not holds
+    return cpu_loops() if simple and usable(*tensors) else None
+
+
 def _sigmoid_grad_(dst: Tensor, y: Tensor) -> Tensor:
     """dst = y (1 - y), in place (no temporaries: large fresh tensors are slow on CPU)."""
     return dst.copy_(y).addcmul_(y, y, value=-1)
 
 
-def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_gates: dict):
+def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_act: Tensor | None):
     """Everything of the backward that needs no carried gradient, for all T steps at once.
 
     Returns tc = tanh(LN_c(c)); A (T, B, G, H) with the dc -> dpre coefficients of the blocks
     before o and Co in the o block; Kd (dm -> dc, peephole term folded in); Fd (dc_t -> dc_{t-1}:
-    f, plus the peephole terms); E (T, B, G, H) and Ec, Ef (the trace's own gradients) or None;
-    the LN_c statistics or None.
+    f, plus the peephole terms); E (T, B, G, H) and Ec, Ef (the trace's own gradients, from
+    d_act (T, B, G*H), the gradient of the activation stack) or None; the LN_c statistics or None.
+    A coupled cell's traced i = 1 - f is computed outside (autograd takes its gradient to f).
     """
     p, coupled, reverse = cfg.p, cfg.opts.coupled, cfg.reverse
-    i, f, g, o = (gates[k] for k in ("i", "f", "g", "o"))
+    f, g, o = gates["f"], gates["g"], gates["o"]
+    i = 1 - f if coupled else gates["i"]
     T, B, H = c_new.shape
     ln_stats = None
     if p.ln_c_w is not None:
@@ -72,16 +144,14 @@ def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_gat
         mul_previous_(blk["f"], Cs, c0, reverse)  # Cf = c_{t-1} f (1 - f)
         _sigmoid_grad_(blk["i"], i).mul_(g)  # Ci = g i (1 - i)
     E = Ec = Ef = None
-    if any(d is not None for d in d_gates.values()):
-        zero = torch.zeros((), dtype=c_new.dtype, device=c_new.device)
-        dG = {k: zero if d_gates.get(k) is None else d_gates[k] for k in ("i", "f", "g", "o")}
-        E = torch.empty_like(A)
-        E[:, :, G - 1] = dG["o"] * o * (1 - o)
-        E[:, :, layout.index("g")] = dG["g"] * (1 - g * g)
-        # the traced i of a coupled cell is 1 - f, so its gradient reaches f negated
-        E[:, :, layout.index("f")] = (dG["f"] - dG["i"] if coupled else dG["f"]) * f * (1 - f)
-        if not coupled:
-            E[:, :, 0] = dG["i"] * i * (1 - i)
+    if d_act is not None:  # the trace's own gradient, d loss / d activation -> d pre
+        E = d_act.clone(memory_format=torch.contiguous_format).view(T, B, G, H)
+        for k, name in enumerate(layout):
+            act = gates[name]
+            if name == "g":
+                E[:, :, k].mul_(1 - act * act)
+            else:
+                E[:, :, k].mul_(act).mul_(1 - act)
     Kd, Fd = (None if ln_stats is not None else K), f
     if p.w_peep is not None:  # fold the peepholes into the coefficients
         w = split(p.w_peep, peephole_layout(coupled))
@@ -98,25 +168,22 @@ def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_gat
     return tc, A, K, Kd, Fd, E, Ec, Ef, ln_stats
 
 
-def lstm_backward(cfg, h0, c0, states, news, gates, d_states, d_gates, needs) -> dict:
-    """Gradients {xp, h0, c0, w_hh, b_hh, ln_hh, w_hr, w_peep, ln_c_w, ln_c_b} (None if unused)."""
+def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
+    """The backward's time loop in eager torch: coefficients for all steps first, then per step
+    the carried (dh, dc) chain. Returns dpre (T, B, G, H), the gradients of h0 and c0, and what
+    the weight gradients need: d_hnew (projection), d_ctil and ln_stats (LN_c), tc."""
     p, coupled, reverse = cfg.p, cfg.opts.coupled, cfg.reverse
-    Hs, Cs = states
-    c_new = news[1]  # the cell before zoneout / length hold: what the gates and tanh saw
+    Hs, Cs, c_new, act, _ = saved
     T, B, H = Cs.shape
-    dH, dC, d_last = d_states  # (T, B, H_out), traced c (T, B, H) or None, final c (B, H)
-    tc, A, K, Kd, Fd, E, Ec, Ef, ln_stats = _coefficients(cfg, gates, c_new, Cs, c0, d_gates)
-    layout = lstm_layout(coupled)
-    G = len(layout)
+    dH, dC = d_seq
+    gates = split(act, lstm_layout(coupled))
+    tc, A, K, Kd, Fd, E, Ec, Ef, ln_stats = _coefficients(cfg, gates, c_new, Cs, c0, d_act)
+    G = A.shape[2]
     dpre = A  # (T, B, G, H) = d loss / d xp, written over A: step t reads A_t before writing
     a_h, a_c = cfg.keep_coefficient(0, Cs.dtype), cfg.keep_coefficient(1, Cs.dtype)
-    rec = RecurrentProjectionGrad(cfg, Hs, h0)
     d_hnew = torch.empty_like(Hs) if p.w_hr is not None else None  # for dW_hr after the loop
     d_ctil = torch.empty_like(Cs) if ln_stats is not None else None  # for the LN_c gain
     order = visit_order(T, reverse)
-    dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
-    dc = add_all(d_last, None if dC is None else dC[order[0]])
-    dc = torch.zeros_like(Cs[0]) if dc is None else dc
     for k, t in enumerate(order):
         dhn, hold_h = split_state_grad(dh, a_h, t)
         dcn, hold_c = split_state_grad(dc, a_c, t)
@@ -146,11 +213,47 @@ def lstm_backward(cfg, h0, c0, states, news, gates, d_states, d_gates, needs) ->
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
         dh = rec.step(t, dp.view(B, G * H), add_all(dH_next, hold_h))
         dc = dc_prev if (nxt is None or dC is None) else dc_prev + dC[nxt]
+    return dpre, dh, dc, d_hnew, d_ctil, tc, ln_stats
+
+
+def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
+    """Gradients {xp, h0, c0, w_hh, b_hh, ln_hh, w_hr, w_peep, ln_c_w, ln_c_b} (None if unused).
+
+    saved: lstm_forward's (Hs, Cs, Cn, act, raw); d_states: (dH (T, B, H_out), dC (T, B, H) of
+    the traced cells or None, d c_T (B, H) or None); d_act: (T, B, G*H) or None.
+    """
+    p, coupled, reverse = cfg.p, cfg.opts.coupled, cfg.reverse
+    Hs, Cs, c_new, act, raw = saved  # c_new: the cell before zoneout / hold, what tanh saw
+    T, B, H = Cs.shape
+    dH, dC, d_last = d_states
+    layout = lstm_layout(coupled)
+    G = len(layout)
+    rec = RecurrentProjectionGrad(cfg, Hs, h0, raw)
+    first = visit_order(T, reverse)[0]
+    dh = dH[first] if dH is not None else torch.zeros_like(Hs[0])
+    dc = add_all(d_last, None if dC is None else dC[first])
+    dc = torch.zeros_like(Cs[0]) if dc is None else dc
+    holds = cfg.zoneout_on or cfg.valid is not None
+    compiled = _compiled_loops(cfg, holds, act, dh, dc)
+    tc = d_hnew = d_ctil = ln_stats = None
+    if compiled is not None:  # the loop of _python_chain, compiled, from the activations
+        dpre = torch.empty_like(act)
+        peep = None if p.w_peep is None else p.w_peep.contiguous()
+        d_act = None if d_act is None else d_act.contiguous()
+        dh, dc = compiled.lstm_backward_loop(
+            act, Cs, c0.contiguous(), peep, dH, dC, d_act, p.w_hh, cfg.masks.recurrent,
+            dh, dc, coupled, reverse, dpre,
+        )  # fmt: skip
+        dpre = dpre.view(T, B, G, H)
+    else:
+        dpre, dh, dc, d_hnew, d_ctil, tc, ln_stats = _python_chain(
+            cfg, h0, c0, saved, rec, (dH, dC), d_act, dh, dc
+        )
     dxp = dpre.view(T, B, G * H)
     grads = {"xp": dxp, "h0": dh, "c0": dc}
     grads.update(rec.weight_grads(dxp, needs))
     if needs["w_hr"]:  # sum_t dh_new_t^T m_t as one matmul, m = o * tc
-        m = tc.mul_(gates["o"])
+        m = tc.mul_(act[..., (G - 1) * H :])  # o is the last block
         grads["w_hr"] = d_hnew.reshape(-1, d_hnew.shape[-1]).t() @ m.reshape(-1, H)
     if needs["w_peep"]:
         sums = {"o": (dpre[:, :, G - 1] * c_new).sum((0, 1))}

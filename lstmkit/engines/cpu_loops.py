@@ -1,0 +1,81 @@
+"""The fused engine's compiled LSTM time loops (csrc/lstm_loops.cpp), built on first use.
+
+Why: at small sizes an LSTM step is a ~12 us matmul plus ~8 eager torch calls of ~3 us each
+(measured, docs/engines.md), so a Python time loop costs twice torch.nn.LSTM's oneDNN kernel
+however the calls are arranged. The compiled loop keeps the matmul in ATen and does the gate
+arithmetic in one vectorised pass, which brings the step down to the matmul plus a few us.
+
+The extension is compiled by torch.utils.cpp_extension (needs a C++ compiler, the Python headers
+and ninja) once per machine and cached under ~/.cache/torch_extensions (TORCH_EXTENSIONS_DIR
+moves it); the first call takes ~20 s. Where compiling fails, the fused engine runs its
+pure-PyTorch loops (same results, slower at small sizes) and a warning says why, once.
+LSTMKIT_CPU_LOOPS=0 skips the compiled loops altogether.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "lstm_loops.cpp"
+ENV_SWITCH = "LSTMKIT_CPU_LOOPS"
+_lock = threading.Lock()
+_loaded: dict[str, ModuleType | None] = {}
+
+
+def _build_flags() -> tuple[str, list[str]]:
+    """Module name and compiler flags. -ffast-math lets GCC vectorise exp / tanh through glibc's
+    libmvec; it is a compile flag only (not linked, so the process keeps IEEE denormals).
+    AVX2 + FMA only where this CPU has them; the name keys torch's build cache by variant."""
+    flags = ["-O3", "-ffast-math", "-fopenmp-simd"]
+    capability = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", ...
+    if capability.startswith("AVX"):
+        flags += ["-mavx2", "-mfma"]
+        return "lstmkit_cpu_loops_avx2", flags
+    return "lstmkit_cpu_loops", flags
+
+
+def cpu_loops() -> ModuleType | None:
+    """The compiled loops, or None where they are switched off or cannot be built."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    with _lock:
+        if "module" not in _loaded:
+            _loaded["module"] = _build()
+        return _loaded["module"]
+
+
+def _build() -> ModuleType | None:
+    name, flags = _build_flags()
+    log.info("lstmkit: building the fused engine's CPU loops (%s), once per machine", name)
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
+    except Exception as exc:  # no compiler / headers / ninja: the pure-PyTorch loops still work
+        warnings.warn(
+            f"lstmkit could not build its compiled CPU loops ({type(exc).__name__}: {exc}). "
+            "The fused engine falls back to its pure-PyTorch loops: same results, up to ~1.6x "
+            "slower at small sizes. Install a C++ compiler and `pip install ninja` to get them, "
+            f"or set {ENV_SWITCH}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def usable(*tensors: Tensor | None) -> bool:
+    """Whether the compiled loops take these tensors: CPU, float32 / float64."""
+    return all(
+        t is None or (t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64))
+        for t in tensors
+    )
