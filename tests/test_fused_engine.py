@@ -86,17 +86,19 @@ class _CountingLoops:
 
 
 @pytest.mark.parametrize(
-    "extras, compiled",
+    "extras, lengths, compiled",
     [
-        ({}, True),
-        ({"peephole": True, "coupled": True}, True),
-        ({"recurrent_dropout": 0.3}, True),
-        ({"layer_norm": True}, False),
-        ({"proj_size": 3}, False),
-        ({"zoneout": 0.2}, False),
+        ({}, None, True),
+        ({"peephole": True, "coupled": True}, None, True),
+        ({"recurrent_dropout": 0.3}, [7, 2, 5], True),
+        ({"layer_norm": True}, None, False),
+        ({"proj_size": 3}, None, False),
+        ({"zoneout": 0.2}, None, False),
     ],
 )
-def test_compiled_loops_serve_the_plain_cells(extras, compiled, compiled_loops, monkeypatch):
+def test_compiled_loops_serve_the_plain_cells(
+    extras, lengths, compiled, compiled_loops, monkeypatch
+):
     """Which LSTM calls run the compiled loops (forward and backward), and that float32 results
     match the pure-PyTorch loops."""
     from lstmkit.engines import cpu_loops, fused_lstm
@@ -107,13 +109,13 @@ def test_compiled_loops_serve_the_plain_cells(extras, compiled, compiled_loops, 
     layer = lstmkit.LSTM(5, 8, num_layers=2, bidirectional=True, engine="fused", **extras)
     x = torch.randn(7, 3, 5, requires_grad=True)
     torch.manual_seed(1)
-    out, _ = layer(x)
+    out, _ = layer(x, lengths=lengths)
     (gx,) = torch.autograd.grad(out.square().sum(), x)
     expected = ["lstm_forward_loop"] * 4 + ["lstm_backward_loop"] * 4 if compiled else []
     assert sorted(counter.calls) == sorted(expected)
     monkeypatch.setenv(cpu_loops.ENV_SWITCH, "0")
     torch.manual_seed(1)
-    out_py, _ = layer(x)
+    out_py, _ = layer(x, lengths=lengths)
     (gx_py,) = torch.autograd.grad(out_py.square().sum(), x)
     torch.testing.assert_close(out, out_py, atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(gx, gx_py, atol=2e-6, rtol=1e-5)

@@ -57,23 +57,23 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     p, masks, valid = cfg.p, cfg.masks, cfg.valid
     T, B, _ = xp.shape
     H = c0.shape[-1]
-    holds = cfg.zoneout_on or valid is not None
     A = torch.empty_like(xp)
     Cs = xp.new_empty(T, B, H)
-    Cn = xp.new_empty(T, B, H) if holds else Cs
     Hs = xp.new_empty(T, B, h0.shape[-1])
-    h_new = torch.empty_like(h0) if holds else None  # (B, H_out) scratch before zoneout / hold
-    work = torch.empty_like(c0)  # (B, H) scratch for tanh(c)
-    raw = torch.empty_like(xp) if p.ln_hh is not None else None
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
-    compiled = _compiled_loops(cfg, holds, xp, h0, c0)
-    if compiled is not None:  # the same loop, compiled (lstmkit/engines/cpu_loops.py)
+    compiled = _compiled_loops(cfg, xp, h0, c0)
+    if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)
         peep = None if p.w_peep is None else p.w_peep.contiguous()
         compiled.lstm_forward_loop(
             xp, h0.contiguous(), c0.contiguous(), w_t, peep, masks.recurrent,
-            cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
+            _valid_rows(valid), cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
         )  # fmt: skip
-        return Hs, Cs, Cn, A, raw
+        return Hs, Cs, Cs, A, None  # held rows: the backward never reads their cell as Cn
+    holds = cfg.zoneout_on or valid is not None
+    Cn = xp.new_empty(T, B, H) if holds else Cs
+    h_new = torch.empty_like(h0) if holds else None  # (B, H_out) scratch before zoneout / hold
+    work = torch.empty_like(c0)  # (B, H) scratch for tanh(c)
+    raw = torch.empty_like(xp) if p.ln_hh is not None else None
     zh, zc = masks.zoneout_h, masks.zoneout_c
     h, c = h0, c0
     for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
@@ -96,12 +96,17 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     return Hs, Cs, Cn, A, raw
 
 
-def _compiled_loops(cfg, holds: bool, *tensors: Tensor):
-    """The compiled loops where they cover this call (no layer norm, projection, zoneout or
-    lengths: those run the Python loops), else None."""
+def _compiled_loops(cfg, *tensors: Tensor):
+    """The compiled loops where they cover this call (layer norm, projection and zoneout run the
+    Python loops), else None."""
     p = cfg.p
-    simple = p.ln_hh is None and p.ln_c_w is None and p.w_hr is None and not holds
+    simple = p.ln_hh is None and p.ln_c_w is None and p.w_hr is None and not cfg.zoneout_on
     return cpu_loops() if simple and usable(*tensors) else None
+
+
+def _valid_rows(valid: Tensor | None) -> Tensor | None:
+    """(T, B, 1) bool -> (T, B) contiguous bool for the compiled loops."""
+    return None if valid is None else valid[..., 0].contiguous()
 
 
 def _sigmoid_grad_(dst: Tensor, y: Tensor) -> Tensor:
@@ -233,8 +238,7 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     dh = dH[first] if dH is not None else torch.zeros_like(Hs[0])
     dc = add_all(d_last, None if dC is None else dC[first])
     dc = torch.zeros_like(Cs[0]) if dc is None else dc
-    holds = cfg.zoneout_on or cfg.valid is not None
-    compiled = _compiled_loops(cfg, holds, act, dh, dc)
+    compiled = _compiled_loops(cfg, act, dh, dc)
     tc = d_hnew = d_ctil = ln_stats = None
     if compiled is not None:  # the loop of _python_chain, compiled, from the activations
         dpre = torch.empty_like(act)
@@ -242,7 +246,7 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
         d_act = None if d_act is None else d_act.contiguous()
         dh, dc = compiled.lstm_backward_loop(
             act, Cs, c0.contiguous(), peep, dH, dC, d_act, p.w_hh, cfg.masks.recurrent,
-            dh, dc, coupled, reverse, dpre,
+            _valid_rows(cfg.valid), dh, dc, coupled, reverse, dpre,
         )  # fmt: skip
         dpre = dpre.view(T, B, G, H)
     else:

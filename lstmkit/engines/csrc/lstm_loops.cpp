@@ -22,8 +22,10 @@ inline T sigmoid(T x) {
 
 // One step of lstmkit.cells.lstm.lstm_pointwise_ + lstm_output_ (no layer norm, no projection):
 // a (B, G*H) holds pre on entry and the activations on return; writes c_t and h_t.
+// Rows past their sequence's end (valid[b] false) keep the previous state instead.
 template <typename T, bool PEEP, bool COUPLED>
-void lstm_step(T* a, const T* c_prev, T* c_out, T* h_out, const T* peep, int64_t B, int64_t H) {
+void lstm_step(T* a, const T* c_prev, const T* h_prev, T* c_out, T* h_out, const T* peep,
+               const bool* valid, int64_t B, int64_t H) {
   constexpr int G = COUPLED ? 3 : 4;
   constexpr int F = COUPLED ? 0 : 1;  // block index of f; g and o follow
   for (int64_t b = 0; b < B; ++b) {
@@ -31,6 +33,11 @@ void lstm_step(T* a, const T* c_prev, T* c_out, T* h_out, const T* peep, int64_t
     const T* cp = c_prev + b * H;
     T* cb = c_out + b * H;
     T* hb = h_out + b * H;
+    if (valid && !valid[b]) {
+      std::copy(cp, cp + H, cb);
+      std::copy(h_prev + b * H, h_prev + (b + 1) * H, hb);
+      continue;
+    }
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       T pf = ab[F * H + j];
@@ -57,13 +64,14 @@ void lstm_step(T* a, const T* c_prev, T* c_out, T* h_out, const T* peep, int64_t
 }
 
 template <typename T>
-void lstm_step_any(T* a, const T* cp, T* c, T* h, const T* peep, int64_t B, int64_t H, bool coupled) {
+void lstm_step_any(T* a, const T* cp, const T* hp, T* c, T* h, const T* peep, const bool* valid,
+                   int64_t B, int64_t H, bool coupled) {
   if (peep != nullptr) {
-    coupled ? lstm_step<T, true, true>(a, cp, c, h, peep, B, H)
-            : lstm_step<T, true, false>(a, cp, c, h, peep, B, H);
+    coupled ? lstm_step<T, true, true>(a, cp, hp, c, h, peep, valid, B, H)
+            : lstm_step<T, true, false>(a, cp, hp, c, h, peep, valid, B, H);
   } else {
-    coupled ? lstm_step<T, false, true>(a, cp, c, h, peep, B, H)
-            : lstm_step<T, false, false>(a, cp, c, h, peep, B, H);
+    coupled ? lstm_step<T, false, true>(a, cp, hp, c, h, peep, valid, B, H)
+            : lstm_step<T, false, false>(a, cp, hp, c, h, peep, valid, B, H);
   }
 }
 
@@ -76,15 +84,20 @@ void lstm_step_any(T* a, const T* cp, T* c, T* h, const T* peep, int64_t B, int6
 //   dpre_f = (dcn c_{t-1} + dA_f) f (1 - f)            [coupled: dcn (c_{t-1} - g)]
 //   dpre_g = (dcn i + dA_g) (1 - g^2)                  [coupled: i = 1 - f]
 //   dc    <- dcn f + w_ci dpre_i + w_cf dpre_f          (in place)
+// A row past its sequence's end (valid[b] false) held its state: dpre = 0 and dc passes on.
 template <typename T, bool PEEP, bool COUPLED, bool TRACE>
 void lstm_grad_step(const T* act, const T* c, const T* c_prev, const T* peep, const T* dA,
-                    const T* dh, T* dc, T* dpre, int64_t B, int64_t H) {
+                    const bool* valid, const T* dh, T* dc, T* dpre, int64_t B, int64_t H) {
   constexpr int G = COUPLED ? 3 : 4;
   constexpr int F = COUPLED ? 0 : 1;
   for (int64_t b = 0; b < B; ++b) {
     const T* ab = act + b * G * H;
     const T* dab = TRACE ? dA + b * G * H : nullptr;
     T* db = dpre + b * G * H;
+    if (valid && !valid[b]) {
+      std::fill(db, db + G * H, T(0));
+      continue;
+    }
     const T* cb = c + b * H;
     const T* cpb = c_prev + b * H;
     const T* dhb = dh + b * H;
@@ -126,21 +139,27 @@ void lstm_grad_step(const T* act, const T* c, const T* c_prev, const T* peep, co
 
 template <typename T, bool PEEP, bool COUPLED>
 void grad_step_trace(const T* act, const T* c, const T* cp, const T* peep, const T* dA,
-                     const T* dh, T* dc, T* dpre, int64_t B, int64_t H) {
-  dA ? lstm_grad_step<T, PEEP, COUPLED, true>(act, c, cp, peep, dA, dh, dc, dpre, B, H)
-     : lstm_grad_step<T, PEEP, COUPLED, false>(act, c, cp, peep, dA, dh, dc, dpre, B, H);
+                     const bool* v, const T* dh, T* dc, T* dpre, int64_t B, int64_t H) {
+  dA ? lstm_grad_step<T, PEEP, COUPLED, true>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H)
+     : lstm_grad_step<T, PEEP, COUPLED, false>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H);
 }
 
 template <typename T>
 void grad_step_any(const T* act, const T* c, const T* cp, const T* peep, const T* dA,
-                   const T* dh, T* dc, T* dpre, int64_t B, int64_t H, bool coupled) {
+                   const bool* v, const T* dh, T* dc, T* dpre, int64_t B, int64_t H,
+                   bool coupled) {
   if (peep != nullptr) {
-    coupled ? grad_step_trace<T, true, true>(act, c, cp, peep, dA, dh, dc, dpre, B, H)
-            : grad_step_trace<T, true, false>(act, c, cp, peep, dA, dh, dc, dpre, B, H);
+    coupled ? grad_step_trace<T, true, true>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H)
+            : grad_step_trace<T, true, false>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H);
   } else {
-    coupled ? grad_step_trace<T, false, true>(act, c, cp, peep, dA, dh, dc, dpre, B, H)
-            : grad_step_trace<T, false, false>(act, c, cp, peep, dA, dh, dc, dpre, B, H);
+    coupled ? grad_step_trace<T, false, true>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H)
+            : grad_step_trace<T, false, false>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H);
   }
+}
+
+const bool* valid_row(const c10::optional<at::Tensor>& valid, int64_t t) {
+  if (!valid.has_value() || !valid->defined()) return nullptr;
+  return valid->data_ptr<bool>() + t * valid->stride(0);
 }
 
 template <typename T>
@@ -151,11 +170,12 @@ const T* ptr_or_null(const c10::optional<at::Tensor>& x) {
 }  // namespace
 
 // xp (T, B, G*H) = W_ih x + b_ih + b_hh; h0, c0 (B, H); w_t (H, G*H) = W_hh^T; peep (G-1)*H or
-// none; rmask (B, H) recurrent dropout mask or none. Writes A (T, B, G*H) activations, C (T, B, H)
+// none; rmask (B, H) recurrent dropout mask or none; valid (T, B) bool (lengths) or none. Writes A (T, B, G*H) activations, C (T, B, H)
 // cells and Hs (T, B, H) hidden states, indexed by time (reverse: processed from T-1 down to 0).
 void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& w_t, const c10::optional<at::Tensor>& peep,
-                       const c10::optional<at::Tensor>& rmask, bool coupled, bool reverse,
+                       const c10::optional<at::Tensor>& rmask,
+                       const c10::optional<at::Tensor>& valid, bool coupled, bool reverse,
                        at::Tensor& A, at::Tensor& C, at::Tensor& Hs) {
   const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1);
   at::NoGradGuard no_grad;
@@ -174,8 +194,9 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
     at::Tensor c_t = C.select(0, t), h_t = Hs.select(0, t);
     AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
       lstm_step_any<scalar_t>(a.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-                              c_t.data_ptr<scalar_t>(), h_t.data_ptr<scalar_t>(),
-                              ptr_or_null<scalar_t>(peep), B, H, coupled);
+                              h.data_ptr<scalar_t>(), c_t.data_ptr<scalar_t>(),
+                              h_t.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peep),
+                              valid_row(valid, t), B, H, coupled);
     });
     h = h_t;
     c = c_t;
@@ -185,14 +206,15 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // The backward time loop. act (T, B, G*H) activations and C (T, B, H) cells from the forward;
 // c0 (B, H); peep or none; dH (T, B, H) gradient of the hidden outputs or none; dC (T, B, H) of
 // the traced cells or none; dA (T, B, G*H) of the traced activations or none; w_hh (G*H, H);
-// rmask (B, H) or none; dh_last, dc_last (B, H): the gradients of the last processed step's h and
+// rmask (B, H) or none; valid (T, B) bool or none; dh_last, dc_last (B, H): the gradients of the last processed step's h and
 // c. Writes dpre (T, B, G*H) = d loss / d (xp + W_hh h) and returns the gradients of h0 and c0.
 std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const at::Tensor& act, const at::Tensor& C, const at::Tensor& c0,
     const c10::optional<at::Tensor>& peep, const c10::optional<at::Tensor>& dH,
     const c10::optional<at::Tensor>& dC, const c10::optional<at::Tensor>& dA,
-    const at::Tensor& w_hh, const c10::optional<at::Tensor>& rmask, const at::Tensor& dh_last,
-    const at::Tensor& dc_last, bool coupled, bool reverse, at::Tensor& dpre) {
+    const at::Tensor& w_hh, const c10::optional<at::Tensor>& rmask,
+    const c10::optional<at::Tensor>& valid, const at::Tensor& dh_last, const at::Tensor& dc_last,
+    bool coupled, bool reverse, at::Tensor& dpre) {
   const int64_t T = act.size(0), B = act.size(1), H = C.size(2);
   TORCH_CHECK(act.is_contiguous() && C.is_contiguous() && dpre.is_contiguous() &&
                   c0.is_contiguous(),
@@ -217,8 +239,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
       const scalar_t* dAt = has_dA ? dA->data_ptr<scalar_t>() + t * B * GH : nullptr;
       grad_step_any<scalar_t>(act.data_ptr<scalar_t>() + t * B * GH,
                               C.data_ptr<scalar_t>() + t * B * H, cp, ptr_or_null<scalar_t>(peep),
-                              dAt, dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(),
-                              dp.data_ptr<scalar_t>(), B, H, coupled);
+                              dAt, valid_row(valid, t), dh.data_ptr<scalar_t>(),
+                              dc.data_ptr<scalar_t>(), dp.data_ptr<scalar_t>(), B, H, coupled);
     });
     // dh_{t-1} = (dpre_t W_hh) * rmask + dH_{t-1}
     if (masked) {
@@ -229,6 +251,11 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
       at::addmm_out(next, dH->select(0, prev), dp, w_hh);
     } else {
       at::mm_out(next, dp, w_hh);
+    }
+    if (const bool* v = valid_row(valid, t)) {  // held rows: d h_t reaches h_{t-1} unchanged
+      for (int64_t b = 0; b < B; ++b) {
+        if (!v[b]) next.select(0, b).add_(dh.select(0, b));
+      }
     }
     std::swap(dh, next);
     if (has_dC && !first) dc.add_(dC->select(0, prev));
