@@ -42,3 +42,29 @@ def test_quick_run_writes_json_and_table(bench, tmp_path: Path) -> None:
 def test_memory_probe_runs_in_a_subprocess(bench) -> None:
     grown = bench.measure_memory("fused", (8, 4, 16, 32))
     assert isinstance(grown, int) and grown >= 0
+
+
+def test_plain_loop_baseline_is_the_same_cell() -> None:
+    """The layer-norm target's baseline computes lstmkit's LSTM(layer_norm=True), gradients too."""
+    import sys
+
+    import lstmkit
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from ln_lstm_loop import PlainLayerNormLSTM
+
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(5, 7, layer_norm=True, engine="reference", dtype=torch.float64)
+    with torch.no_grad():  # non-trivial gains and shifts
+        for name, p in layer.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(0.3 * torch.randn_like(p))
+    plain = PlainLayerNormLSTM(layer)
+    x = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    (a, (ha, ca)), (b, (hb, cb)) = layer(x), plain(x)
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    torch.testing.assert_close(cb, ca[0], atol=1e-10, rtol=0)
+    ga = torch.autograd.grad(a.square().sum(), [x, *layer.parameters()])
+    gb = torch.autograd.grad(b.square().sum(), [x, *layer.parameters()])
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, atol=1e-10, rtol=0)
