@@ -91,7 +91,7 @@ class _CountingLoops:
         ({}, None, True),
         ({"peephole": True, "coupled": True}, None, True),
         ({"recurrent_dropout": 0.3}, [7, 2, 5], True),
-        ({"layer_norm": True}, None, False),
+        ({"layer_norm": True, "peephole": True}, [7, 2, 5], True),
         ({"proj_size": 3}, None, False),
         ({"zoneout": 0.2}, None, False),
     ],

@@ -38,6 +38,7 @@ from lstmkit.engines.fused_common import (
     add_all,
     add_previous_,
     layer_norm_input_grad,
+    layer_norm_stats,
     mul_previous_,
     split_state_grad,
     sum_with_previous,
@@ -61,19 +62,19 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     Cs = xp.new_empty(T, B, H)
     Hs = xp.new_empty(T, B, h0.shape[-1])
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
+    raw = torch.empty_like(xp) if p.ln_hh is not None else None
     compiled = _compiled_loops(cfg, xp, h0, c0)
     if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)
-        peep = None if p.w_peep is None else p.w_peep.contiguous()
         compiled.lstm_forward_loop(
-            xp, h0.contiguous(), c0.contiguous(), w_t, peep, masks.recurrent,
-            _valid_rows(valid), cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
+            xp, h0.contiguous(), c0.contiguous(), w_t, _dense(p.w_peep), masks.recurrent,
+            _valid_rows(valid), _dense(p.ln_hh), raw, _dense(p.ln_c_w), _dense(p.ln_c_b),
+            LN_EPS, cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
         )  # fmt: skip
-        return Hs, Cs, Cs, A, None  # held rows: the backward never reads their cell as Cn
+        return Hs, Cs, Cs, A, raw  # held rows: the backward never reads their cell as Cn
     holds = cfg.zoneout_on or valid is not None
     Cn = xp.new_empty(T, B, H) if holds else Cs
     h_new = torch.empty_like(h0) if holds else None  # (B, H_out) scratch before zoneout / hold
     work = torch.empty_like(c0)  # (B, H) scratch for tanh(c)
-    raw = torch.empty_like(xp) if p.ln_hh is not None else None
     zh, zc = masks.zoneout_h, masks.zoneout_c
     h, c = h0, c0
     for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
@@ -97,11 +98,18 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
 
 
 def _compiled_loops(cfg, *tensors: Tensor):
-    """The compiled loops where they cover this call (layer norm, projection and zoneout run the
-    Python loops), else None."""
-    p = cfg.p
-    simple = p.ln_hh is None and p.ln_c_w is None and p.w_hr is None and not cfg.zoneout_on
-    return cpu_loops() if simple and usable(*tensors) else None
+    """The compiled loops where they cover this call (projection and zoneout run the Python
+    loops), else None."""
+    covered = cfg.p.w_hr is None and not cfg.zoneout_on
+    return cpu_loops() if covered and usable(*tensors) else None
+
+
+def _dense(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x.contiguous()
+
+
+def _dense_all(xs) -> list[Tensor | None]:
+    return [_dense(x) for x in xs]
 
 
 def _valid_rows(valid: Tensor | None) -> Tensor | None:
@@ -242,11 +250,17 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     tc = d_hnew = d_ctil = ln_stats = None
     if compiled is not None:  # the loop of _python_chain, compiled, from the activations
         dpre = torch.empty_like(act)
-        peep = None if p.w_peep is None else p.w_peep.contiguous()
-        d_act = None if d_act is None else d_act.contiguous()
+        hh = (None,) * 5
+        if p.ln_hh is not None:  # rec holds raw, its statistics and the draw buffer
+            hh = (rec.ln_hh, rec.raw, rec.mean, rec.rstd, rec.draw)
+        if p.ln_c_w is not None:
+            ln_stats = layer_norm_stats(Cs)  # (T, B, 1) each; held rows are never read
+            d_ctil = torch.empty_like(Cs)
+        lnc = (p.ln_c_w, p.ln_c_b, *ln_stats, d_ctil) if ln_stats is not None else (None,) * 5
         dh, dc = compiled.lstm_backward_loop(
-            act, Cs, c0.contiguous(), peep, dH, dC, d_act, p.w_hh, cfg.masks.recurrent,
-            _valid_rows(cfg.valid), dh, dc, coupled, reverse, dpre,
+            act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
+            cfg.masks.recurrent, _valid_rows(cfg.valid), *_dense_all(hh), *_dense_all(lnc),
+            dh, dc, coupled, reverse, dpre,
         )  # fmt: skip
         dpre = dpre.view(T, B, G, H)
     else:

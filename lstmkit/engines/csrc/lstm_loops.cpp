@@ -75,43 +75,97 @@ void lstm_step_any(T* a, const T* cp, const T* hp, T* c, T* h, const T* peep, co
   }
 }
 
-// One step of the backward (lstmkit.engines.fused_lstm.lstm_backward without layer norm,
-// projection or zoneout), straight from the saved activations. With dh = d loss / d h_t and
-// dc = d loss / d c_t carried in, tc = tanh(c_t), dA the trace's own gradient (or 0):
-//   dpre_o = (dh tc + dA_o) o (1 - o)
-//   dcn    = dc + dh o (1 - tc^2) + w_co dpre_o
-//   dpre_i = (dcn g + dA_i) i (1 - i)                  [coupled: no i block]
-//   dpre_f = (dcn c_{t-1} + dA_f) f (1 - f)            [coupled: dcn (c_{t-1} - g)]
-//   dpre_g = (dcn i + dA_g) (1 - g^2)                  [coupled: i = 1 - f]
-//   dc    <- dcn f + w_ci dpre_i + w_cf dpre_f          (in place)
-// A row past its sequence's end (valid[b] false) held its state: dpre = 0 and dc passes on.
-template <typename T, bool PEEP, bool COUPLED, bool TRACE>
-void lstm_grad_step(const T* act, const T* c, const T* c_prev, const T* peep, const T* dA,
-                    const bool* valid, const T* dh, T* dc, T* dpre, int64_t B, int64_t H) {
-  constexpr int G = COUPLED ? 3 : 4;
-  constexpr int F = COUPLED ? 0 : 1;
+// h_t = o * tanh(y) with y = LN_c(c_t) (B, H), for the rows that are not held.
+template <typename T>
+void ln_output(const T* y, const T* act, const bool* valid, T* h_out, int64_t B, int64_t G,
+               int64_t H) {
   for (int64_t b = 0; b < B; ++b) {
-    const T* ab = act + b * G * H;
-    const T* dab = TRACE ? dA + b * G * H : nullptr;
+    if (valid && !valid[b]) continue;
+    const T* o = act + b * G * H + (G - 1) * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) h_out[b * H + j] = o[j] * std::tanh(y[b * H + j]);
+  }
+}
+
+// The backward of one step (lstmkit.engines.fused_lstm.lstm_backward without projection or
+// zoneout), straight from the saved activations, in two passes over (B, H) around the LN_c
+// backward. With dh = d loss / d h_t and dc = d loss / d c_t carried in, y = LN_c(c_t) (or c_t),
+// tc = tanh(y) and dA the trace's own gradient (or 0):
+// pass 1:  dpre_o = (dh tc + dA_o) o (1 - o);  dy = dh o (1 - tc^2)
+// (LN_c:   dch = LN_c'(dy), by ATen; else dch = dy)
+// pass 2:  dcn    = dc + dch + w_co dpre_o
+//          dpre_i = (dcn g + dA_i) i (1 - i)                  [coupled: no i block]
+//          dpre_f = (dcn c_{t-1} + dA_f) f (1 - f)            [coupled: dcn (c_{t-1} - g)]
+//          dpre_g = (dcn i + dA_g) (1 - g^2)                  [coupled: i = 1 - f]
+//          dc    <- dcn f + w_ci dpre_i + w_cf dpre_f          (in place)
+// Rows past their sequence's end (valid[b] false) held their state: dpre = dy = 0, dc passes on.
+template <typename T>
+struct StepGrad {
+  const T* act;     // (B, G*H) activations of step t
+  const T* c;       // (B, H) c_t
+  const T* c_prev;  // (B, H) c_{t-1}
+  const T* peep;    // (G-1)*H or null
+  const T* dA;      // (B, G*H) or null
+  const T* ln_w;    // LN_c gain (H) or null (then no LN_c)
+  const T* ln_b;    // LN_c shift (H)
+  const T* mean;    // (B) LN_c statistics of c_t
+  const T* rstd;    // (B)
+  const bool* valid;
+  int64_t B, G, H;
+  bool coupled;
+};
+
+template <typename T, bool LNC, bool TRACE>
+void grad_pass1(const StepGrad<T>& s, const T* dh, T* dpre, T* dy) {
+  const int64_t B = s.B, G = s.G, H = s.H;
+  for (int64_t b = 0; b < B; ++b) {
     T* db = dpre + b * G * H;
-    if (valid && !valid[b]) {
+    T* dyb = dy + b * H;
+    if (s.valid && !s.valid[b]) {
       std::fill(db, db + G * H, T(0));
+      std::fill(dyb, dyb + H, T(0));
       continue;
     }
-    const T* cb = c + b * H;
-    const T* cpb = c_prev + b * H;
+    const T* o = s.act + b * G * H + (G - 1) * H;
+    const T* cb = s.c + b * H;
     const T* dhb = dh + b * H;
+    const T* dAo = TRACE ? s.dA + b * G * H + (G - 1) * H : nullptr;
+    const T mu = LNC ? s.mean[b] : T(0), rs = LNC ? s.rstd[b] : T(1);
+    const T* lw = s.ln_w;
+    const T* lb = s.ln_b;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      T y = cb[j];
+      if constexpr (LNC) y = (y - mu) * rs * lw[j] + (lb ? lb[j] : T(0));
+      const T tc = std::tanh(y);
+      T d_o = dhb[j] * tc;
+      if constexpr (TRACE) d_o += dAo[j];
+      db[(G - 1) * H + j] = d_o * o[j] * (T(1) - o[j]);
+      dyb[j] = dhb[j] * o[j] * (T(1) - tc * tc);
+    }
+  }
+}
+
+template <typename T, bool PEEP, bool COUPLED, bool TRACE>
+void grad_pass2(const StepGrad<T>& s, const T* dch, T* dc, T* dpre) {
+  constexpr int G = COUPLED ? 3 : 4;
+  constexpr int F = COUPLED ? 0 : 1;
+  const int64_t H = s.H;
+  for (int64_t b = 0; b < s.B; ++b) {
+    if (s.valid && !s.valid[b]) continue;
+    const T* ab = s.act + b * G * H;
+    const T* dab = TRACE ? s.dA + b * G * H : nullptr;
+    const T* cpb = s.c_prev + b * H;
+    const T* dchb = dch + b * H;
+    const T* peep = s.peep;
+    T* db = dpre + b * G * H;
     T* dcb = dc + b * H;
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
-      const T f = ab[F * H + j], g = ab[(F + 1) * H + j], o = ab[(F + 2) * H + j];
+      const T f = ab[F * H + j], g = ab[(F + 1) * H + j];
       const T i = COUPLED ? T(1) - f : ab[j];
-      const T tc = std::tanh(cb[j]);
-      T d_o = dhb[j] * tc;
-      if constexpr (TRACE) d_o += dab[(F + 2) * H + j];
-      const T dpo = d_o * o * (T(1) - o);
-      T dcn = dcb[j] + dhb[j] * o * (T(1) - tc * tc);
-      if constexpr (PEEP) dcn += peep[(G - 2) * H + j] * dpo;
+      T dcn = dcb[j] + dchb[j];
+      if constexpr (PEEP) dcn += peep[(G - 2) * H + j] * db[(F + 2) * H + j];
       T d_f = dcn * (COUPLED ? cpb[j] - g : cpb[j]);
       T d_g = dcn * i;
       if constexpr (TRACE) {
@@ -131,31 +185,39 @@ void lstm_grad_step(const T* act, const T* c, const T* c_prev, const T* peep, co
       }
       db[F * H + j] = dpf;
       db[(F + 1) * H + j] = dpg;
-      db[(F + 2) * H + j] = dpo;
       dcb[j] = dcp;
     }
   }
 }
 
+template <typename T>
+void grad_pass1_any(const StepGrad<T>& s, const T* dh, T* dpre, T* dy) {
+  if (s.ln_w != nullptr) {
+    s.dA ? grad_pass1<T, true, true>(s, dh, dpre, dy) : grad_pass1<T, true, false>(s, dh, dpre, dy);
+  } else {
+    s.dA ? grad_pass1<T, false, true>(s, dh, dpre, dy)
+         : grad_pass1<T, false, false>(s, dh, dpre, dy);
+  }
+}
+
 template <typename T, bool PEEP, bool COUPLED>
-void grad_step_trace(const T* act, const T* c, const T* cp, const T* peep, const T* dA,
-                     const bool* v, const T* dh, T* dc, T* dpre, int64_t B, int64_t H) {
-  dA ? lstm_grad_step<T, PEEP, COUPLED, true>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H)
-     : lstm_grad_step<T, PEEP, COUPLED, false>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H);
+void pass2_trace(const StepGrad<T>& s, const T* dch, T* dc, T* dpre) {
+  s.dA ? grad_pass2<T, PEEP, COUPLED, true>(s, dch, dc, dpre)
+       : grad_pass2<T, PEEP, COUPLED, false>(s, dch, dc, dpre);
 }
 
 template <typename T>
-void grad_step_any(const T* act, const T* c, const T* cp, const T* peep, const T* dA,
-                   const bool* v, const T* dh, T* dc, T* dpre, int64_t B, int64_t H,
-                   bool coupled) {
-  if (peep != nullptr) {
-    coupled ? grad_step_trace<T, true, true>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H)
-            : grad_step_trace<T, true, false>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H);
+void grad_pass2_any(const StepGrad<T>& s, const T* dch, T* dc, T* dpre) {
+  if (s.peep != nullptr) {
+    s.coupled ? pass2_trace<T, true, true>(s, dch, dc, dpre)
+              : pass2_trace<T, true, false>(s, dch, dc, dpre);
   } else {
-    coupled ? grad_step_trace<T, false, true>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H)
-            : grad_step_trace<T, false, false>(act, c, cp, peep, dA, v, dh, dc, dpre, B, H);
+    s.coupled ? pass2_trace<T, false, true>(s, dch, dc, dpre)
+              : pass2_trace<T, false, false>(s, dch, dc, dpre);
   }
 }
+
+bool has(const c10::optional<at::Tensor>& x) { return x.has_value() && x->defined(); }
 
 const bool* valid_row(const c10::optional<at::Tensor>& valid, int64_t t) {
   if (!valid.has_value() || !valid->defined()) return nullptr;
@@ -169,34 +231,47 @@ const T* ptr_or_null(const c10::optional<at::Tensor>& x) {
 
 }  // namespace
 
-// xp (T, B, G*H) = W_ih x + b_ih + b_hh; h0, c0 (B, H); w_t (H, G*H) = W_hh^T; peep (G-1)*H or
-// none; rmask (B, H) recurrent dropout mask or none; valid (T, B) bool (lengths) or none. Writes A (T, B, G*H) activations, C (T, B, H)
-// cells and Hs (T, B, H) hidden states, indexed by time (reverse: processed from T-1 down to 0).
+// xp (T, B, G*H) = LN_ih(W_ih x) + b_ih + b_hh; h0, c0 (B, H); w_t (H, G*H) = W_hh^T; peep
+// (G-1)*H or none; rmask (B, H) recurrent dropout mask or none; valid (T, B) bool (lengths) or
+// none; ln_hh (G*H) gain of LN_hh or none, with raw (T, B, G*H) receiving W_hh h_in; ln_c_w,
+// ln_c_b (H) LN_c or none. Writes A (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, H)
+// hidden states, indexed by time (reverse: processed from T-1 down to 0).
 void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& w_t, const c10::optional<at::Tensor>& peep,
                        const c10::optional<at::Tensor>& rmask,
-                       const c10::optional<at::Tensor>& valid, bool coupled, bool reverse,
-                       at::Tensor& A, at::Tensor& C, at::Tensor& Hs) {
-  const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1);
+                       const c10::optional<at::Tensor>& valid,
+                       const c10::optional<at::Tensor>& ln_hh, c10::optional<at::Tensor> raw,
+                       const c10::optional<at::Tensor>& ln_c_w,
+                       const c10::optional<at::Tensor>& ln_c_b, double eps, bool coupled,
+                       bool reverse, at::Tensor& A, at::Tensor& C, at::Tensor& Hs) {
+  const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1), GH = A.size(2);
   at::NoGradGuard no_grad;
   at::Tensor h = h0, c = c0;
-  const bool masked = rmask.has_value() && rmask->defined();
-  at::Tensor h_in = masked ? at::empty_like(h0) : at::Tensor();
+  at::Tensor h_in = has(rmask) ? at::empty_like(h0) : at::Tensor();
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? T - 1 - k : k;
     at::Tensor a = A.select(0, t);
-    if (masked) {
-      at::mul_out(h_in, h, *rmask);
-      at::addmm_out(a, xp.select(0, t), h_in, w_t);
+    at::Tensor h_src = has(rmask) ? at::mul_out(h_in, h, *rmask) : h;
+    if (has(ln_hh)) {  // pre = xp + LN_hh(W_hh h_in)
+      at::Tensor r = raw->select(0, t);
+      at::mm_out(r, h_src, w_t);
+      at::Tensor y = std::get<0>(at::native_layer_norm(r, {GH}, *ln_hh, {}, eps));
+      at::add_out(a, xp.select(0, t), y);
     } else {
-      at::addmm_out(a, xp.select(0, t), h, w_t);
+      at::addmm_out(a, xp.select(0, t), h_src, w_t);
     }
     at::Tensor c_t = C.select(0, t), h_t = Hs.select(0, t);
+    at::Tensor y_c;  // LN_c(c_t), then h_t = o tanh(y_c) replaces the step's o tanh(c_t)
     AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
       lstm_step_any<scalar_t>(a.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
                               h.data_ptr<scalar_t>(), c_t.data_ptr<scalar_t>(),
                               h_t.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peep),
                               valid_row(valid, t), B, H, coupled);
+      if (has(ln_c_w)) {
+        y_c = std::get<0>(at::native_layer_norm(c_t, {H}, *ln_c_w, ln_c_b, eps));
+        ln_output<scalar_t>(y_c.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
+                            valid_row(valid, t), h_t.data_ptr<scalar_t>(), B, GH / H, H);
+      }
     });
     h = h_t;
     c = c_t;
@@ -206,51 +281,83 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // The backward time loop. act (T, B, G*H) activations and C (T, B, H) cells from the forward;
 // c0 (B, H); peep or none; dH (T, B, H) gradient of the hidden outputs or none; dC (T, B, H) of
 // the traced cells or none; dA (T, B, G*H) of the traced activations or none; w_hh (G*H, H);
-// rmask (B, H) or none; valid (T, B) bool or none; dh_last, dc_last (B, H): the gradients of the last processed step's h and
-// c. Writes dpre (T, B, G*H) = d loss / d (xp + W_hh h) and returns the gradients of h0 and c0.
+// rmask (B, H) or none; valid (T, B) bool or none. LN_hh (or none): its gain, raw (T, B, G*H)
+// and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw.
+// LN_c (or none): ln_c_w, ln_c_b, the statistics c_mean, c_rstd (T, B, 1); d_ctil (T, B, H)
+// receives d loss / d LN_c(c). dh_last, dc_last (B, H): the gradients of the last processed
+// step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
 std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const at::Tensor& act, const at::Tensor& C, const at::Tensor& c0,
     const c10::optional<at::Tensor>& peep, const c10::optional<at::Tensor>& dH,
     const c10::optional<at::Tensor>& dC, const c10::optional<at::Tensor>& dA,
     const at::Tensor& w_hh, const c10::optional<at::Tensor>& rmask,
-    const c10::optional<at::Tensor>& valid, const at::Tensor& dh_last, const at::Tensor& dc_last,
+    const c10::optional<at::Tensor>& valid, const c10::optional<at::Tensor>& ln_hh,
+    const c10::optional<at::Tensor>& raw, const c10::optional<at::Tensor>& hh_mean,
+    const c10::optional<at::Tensor>& hh_rstd, c10::optional<at::Tensor> draw,
+    const c10::optional<at::Tensor>& ln_c_w, const c10::optional<at::Tensor>& ln_c_b,
+    const c10::optional<at::Tensor>& c_mean, const c10::optional<at::Tensor>& c_rstd,
+    c10::optional<at::Tensor> d_ctil, const at::Tensor& dh_last, const at::Tensor& dc_last,
     bool coupled, bool reverse, at::Tensor& dpre) {
-  const int64_t T = act.size(0), B = act.size(1), H = C.size(2);
+  const int64_t T = act.size(0), B = act.size(1), H = C.size(2), GH = act.size(2);
   TORCH_CHECK(act.is_contiguous() && C.is_contiguous() && dpre.is_contiguous() &&
                   c0.is_contiguous(),
               "lstm_backward_loop: act, C, c0 and dpre must be contiguous");
+  TORCH_CHECK(!has(dA) || dA->is_contiguous(), "lstm_backward_loop: dA must be contiguous");
+  TORCH_CHECK(!has(ln_c_w) || (c_mean->is_contiguous() && c_rstd->is_contiguous()),
+              "lstm_backward_loop: LN_c statistics must be contiguous");
   at::NoGradGuard no_grad;
-  const bool has_dH = dH.has_value() && dH->defined();
-  const bool has_dC = dC.has_value() && dC->defined();
-  const bool masked = rmask.has_value() && rmask->defined();
-  const bool has_dA = dA.has_value() && dA->defined();
-  TORCH_CHECK(!has_dA || dA->is_contiguous(), "lstm_backward_loop: dA must be contiguous");
   at::Tensor dh = dh_last.clone(at::MemoryFormat::Contiguous);
   at::Tensor dc = dc_last.clone(at::MemoryFormat::Contiguous);
   at::Tensor next = at::empty_like(dh);
+  at::Tensor dy_scratch = has(ln_c_w) ? at::Tensor() : at::empty_like(dc);
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? k : T - 1 - k;  // backward visits the forward's order reversed
     const int64_t prev = reverse ? t + 1 : t - 1;  // the step that ran before t in the forward
     const bool first = prev < 0 || prev >= T;
     at::Tensor dp = dpre.select(0, t);
+    at::Tensor dy = has(ln_c_w) ? d_ctil->select(0, t) : dy_scratch;
     AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_loop", [&] {
-      const int64_t GH = act.size(2);
-      const scalar_t* cp = first ? c0.data_ptr<scalar_t>() : C.data_ptr<scalar_t>() + prev * B * H;
-      const scalar_t* dAt = has_dA ? dA->data_ptr<scalar_t>() + t * B * GH : nullptr;
-      grad_step_any<scalar_t>(act.data_ptr<scalar_t>() + t * B * GH,
-                              C.data_ptr<scalar_t>() + t * B * H, cp, ptr_or_null<scalar_t>(peep),
-                              dAt, valid_row(valid, t), dh.data_ptr<scalar_t>(),
-                              dc.data_ptr<scalar_t>(), dp.data_ptr<scalar_t>(), B, H, coupled);
+      using T_ = scalar_t;
+      StepGrad<T_> s{act.data_ptr<T_>() + t * B * GH,
+                     C.data_ptr<T_>() + t * B * H,
+                     first ? c0.data_ptr<T_>() : C.data_ptr<T_>() + prev * B * H,
+                     ptr_or_null<T_>(peep),
+                     has(dA) ? dA->data_ptr<T_>() + t * B * GH : nullptr,
+                     ptr_or_null<T_>(ln_c_w),
+                     ptr_or_null<T_>(ln_c_b),
+                     has(ln_c_w) ? c_mean->data_ptr<T_>() + t * B : nullptr,
+                     has(ln_c_w) ? c_rstd->data_ptr<T_>() + t * B : nullptr,
+                     valid_row(valid, t),
+                     B,
+                     GH / H,
+                     H,
+                     coupled};
+      grad_pass1_any<T_>(s, dh.data_ptr<T_>(), dp.data_ptr<T_>(), dy.data_ptr<T_>());
+      at::Tensor dch = dy;
+      if (has(ln_c_w)) {
+        dch = std::get<0>(at::native_layer_norm_backward(
+            dy, C.select(0, t), {H}, c_mean->select(0, t), c_rstd->select(0, t), *ln_c_w,
+            ln_c_b, {true, false, false}));
+      }
+      grad_pass2_any<T_>(s, dch.data_ptr<T_>(), dc.data_ptr<T_>(), dp.data_ptr<T_>());
     });
-    // dh_{t-1} = (dpre_t W_hh) * rmask + dH_{t-1}
-    if (masked) {
-      at::mm_out(next, dp, w_hh);
+    at::Tensor src = dp;  // d loss / d (W_hh h_in): through LN_hh when present
+    if (has(ln_hh)) {
+      src = draw->select(0, t);
+      src.copy_(std::get<0>(at::native_layer_norm_backward(
+          dp, raw->select(0, t), {GH}, hh_mean->select(0, t), hh_rstd->select(0, t), *ln_hh, {},
+          {true, false, false})));
+    }
+    // dh_{t-1} = (src W_hh) * rmask + dH_{t-1}
+    const bool add_dH = has(dH) && !first;
+    if (has(rmask)) {
+      at::mm_out(next, src, w_hh);
       next.mul_(*rmask);
-      if (has_dH && !first) next.add_(dH->select(0, prev));
-    } else if (has_dH && !first) {
-      at::addmm_out(next, dH->select(0, prev), dp, w_hh);
+      if (add_dH) next.add_(dH->select(0, prev));
+    } else if (add_dH) {
+      at::addmm_out(next, dH->select(0, prev), src, w_hh);
     } else {
-      at::mm_out(next, dp, w_hh);
+      at::mm_out(next, src, w_hh);
     }
     if (const bool* v = valid_row(valid, t)) {  // held rows: d h_t reaches h_{t-1} unchanged
       for (int64_t b = 0; b < B; ++b) {
@@ -258,7 +365,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
       }
     }
     std::swap(dh, next);
-    if (has_dC && !first) dc.add_(dC->select(0, prev));
+    if (has(dC) && !first) dc.add_(dC->select(0, prev));
   }
   return {dh, dc};
 }
