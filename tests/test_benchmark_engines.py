@@ -63,6 +63,7 @@ def test_plain_loop_baseline_is_the_same_cell() -> None:
     x = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
     (a, (ha, ca)), (b, (hb, cb)) = layer(x), plain(x)
     torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    torch.testing.assert_close(hb, ha[0], atol=1e-10, rtol=0)
     torch.testing.assert_close(cb, ca[0], atol=1e-10, rtol=0)
     ga = torch.autograd.grad(a.square().sum(), [x, *layer.parameters()])
     gb = torch.autograd.grad(b.square().sum(), [x, *layer.parameters()])

@@ -96,9 +96,8 @@ class _CountingLoops:
         ({"zoneout": 0.2}, None, False),
     ],
 )
-def test_compiled_loops_serve_the_plain_cells(
-    extras, lengths, compiled, compiled_loops, monkeypatch
-):
+@pytest.mark.usefixtures("compiled_loops")
+def test_compiled_loops_serve_the_plain_cells(extras, lengths, compiled, monkeypatch):
     """Which LSTM calls run the compiled loops (forward and backward), and that float32 results
     match the pure-PyTorch loops."""
     from lstmkit.engines import cpu_loops, fused_lstm

@@ -109,9 +109,10 @@ def _layer(option: str, structure: str):
     return layer, lengths, trace
 
 
+@pytest.mark.usefixtures("compiled_loops")
 @pytest.mark.parametrize("structure", list(STRUCTURES))
 @pytest.mark.parametrize("option", list(OPTIONS))
-def test_fused_matches_reference(option: str, structure: str, compiled_loops) -> None:
+def test_fused_matches_reference(option: str, structure: str) -> None:
     _compare(option, structure, T)
 
 
