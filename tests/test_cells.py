@@ -90,3 +90,35 @@ def test_cell_errors():
         cell(torch.randn(B, I), (torch.randn(B, H), torch.randn(B, H + 1)))
     with pytest.raises(ValueError, match="dtype"):
         cell(torch.randn(B, I, dtype=F64))
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("coupled", [False, True])
+@pytest.mark.parametrize("extras", ["plain", "layer_norm", "proj"])
+def test_in_place_lstm_step_equals_the_equations(peephole, coupled, extras):
+    """lstm_pointwise_ / lstm_output_ (the fused engine's in-place step) against lstm_pointwise /
+    lstm_output (the equations the reference engine runs), to float64 rounding (addcmul_ may
+    fuse the peephole's multiply-add)."""
+    from lstmkit.cells.base import LayerParams
+    from lstmkit.cells.lstm import lstm_output, lstm_output_, lstm_pointwise, lstm_pointwise_
+
+    torch.manual_seed(0)
+    B, H, G = 3, 5, 3 if coupled else 4
+    pre, c_prev = torch.randn(B, G * H, dtype=F64), torch.randn(B, H, dtype=F64)
+    peep = torch.randn((G - 1) * H, dtype=F64) if peephole else None
+    p = LayerParams(w_ih=torch.empty(0), w_hh=torch.empty(0))
+    if extras == "layer_norm":
+        p.ln_c_w, p.ln_c_b = torch.rand(H, dtype=F64) + 0.5, torch.randn(H, dtype=F64)
+    if extras == "proj":
+        p.w_hr = torch.randn(2, H, dtype=F64)
+    c, gates = lstm_pointwise(pre, c_prev, peep, coupled)
+    h = lstm_output(c, gates["o"], p)
+    act, c_out = pre.clone(), torch.empty(B, H, dtype=F64)
+    blocks = lstm_pointwise_(act, c_prev, c_out, peep, coupled)
+    h_out = lstm_output_(c_out, blocks["o"], p, torch.empty_like(h), torch.empty(B, H, dtype=F64))
+    exact = {"atol": 1e-14, "rtol": 0.0}
+    torch.testing.assert_close(c_out, c, **exact)
+    torch.testing.assert_close(h_out, h, **exact)
+    assert set(blocks) == set(gates) - ({"i"} if coupled else set())
+    for name, value in blocks.items():
+        torch.testing.assert_close(value, gates[name], **exact)

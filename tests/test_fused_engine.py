@@ -93,7 +93,7 @@ class _CountingLoops:
         ({"recurrent_dropout": 0.3}, [7, 2, 5], True),
         ({"layer_norm": True, "peephole": True}, [7, 2, 5], True),
         ({"proj_size": 3}, None, False),
-        ({"zoneout": 0.2}, None, False),
+        ({"zoneout": (0.2, 0.4)}, [7, 2, 5], True),
     ],
 )
 @pytest.mark.usefixtures("compiled_loops")

@@ -63,15 +63,18 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     Hs = xp.new_empty(T, B, h0.shape[-1])
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
     raw = torch.empty_like(xp) if p.ln_hh is not None else None
+    holds = cfg.zoneout_on or valid is not None
     compiled = _compiled_loops(cfg, xp, h0, c0)
     if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)
+        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H)
+        Cn = xp.new_empty(T, B, H) if zo_h is not None else None
         compiled.lstm_forward_loop(
             xp, h0.contiguous(), c0.contiguous(), w_t, _dense(p.w_peep), masks.recurrent,
-            _valid_rows(valid), _dense(p.ln_hh), raw, _dense(p.ln_c_w), _dense(p.ln_c_b),
-            LN_EPS, cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
+            valid_rows, _dense(p.ln_hh), raw, _dense(p.ln_c_w), _dense(p.ln_c_b), zo_h, zo_c,
+            Cn, LN_EPS, cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
         )  # fmt: skip
-        return Hs, Cs, Cs, A, raw  # held rows: the backward never reads their cell as Cn
-    holds = cfg.zoneout_on or valid is not None
+        # without zoneout, held rows (lengths) are never read through Cn: Cs serves
+        return Hs, Cs, Cs if Cn is None else Cn, A, raw
     Cn = xp.new_empty(T, B, H) if holds else Cs
     h_new = torch.empty_like(h0) if holds else None  # (B, H_out) scratch before zoneout / hold
     work = torch.empty_like(c0)  # (B, H) scratch for tanh(c)
@@ -98,10 +101,23 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
 
 
 def _compiled_loops(cfg, *tensors: Tensor):
-    """The compiled loops where they cover this call (projection and zoneout run the Python
-    loops), else None."""
-    covered = cfg.p.w_hr is None and not cfg.zoneout_on
-    return cpu_loops() if covered and usable(*tensors) else None
+    """The compiled loops where they cover this call (a projection runs the Python loops), else
+    None."""
+    return cpu_loops() if cfg.p.w_hr is None and usable(*tensors) else None
+
+
+def _zoneout_shares(cfg, T: int, B: int, H: int):
+    """For the compiled loops: (zo_h, zo_c, valid). With zoneout, each state's share of the new
+    value (T, B, H), lengths folded in, and valid None; else (None, None, valid (T, B))."""
+    if not cfg.zoneout_on:
+        return None, None, _valid_rows(cfg.valid)
+    dtype, device = cfg.p.w_hh.dtype, cfg.p.w_hh.device
+    shares = []
+    for which in (0, 1):
+        a = cfg.keep_coefficient(which, dtype)
+        a = torch.ones((), dtype=dtype, device=device) if a is None else a
+        shares.append(a.expand(T, B, H).contiguous())
+    return shares[0], shares[1], None
 
 
 def _dense(x: Tensor | None) -> Tensor | None:
@@ -254,12 +270,14 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
         if p.ln_hh is not None:  # rec holds raw, its statistics and the draw buffer
             hh = (rec.ln_hh, rec.raw, rec.mean, rec.rstd, rec.draw)
         if p.ln_c_w is not None:
-            ln_stats = layer_norm_stats(Cs)  # (T, B, 1) each; held rows are never read
+            ln_stats = layer_norm_stats(c_new)  # (T, B, 1) each; held rows are never read
             d_ctil = torch.empty_like(Cs)
         lnc = (p.ln_c_w, p.ln_c_b, *ln_stats, d_ctil) if ln_stats is not None else (None,) * 5
+        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H)
+        zo = (zo_h, zo_c, c_new if zo_h is not None else None)
         dh, dc = compiled.lstm_backward_loop(
             act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
-            cfg.masks.recurrent, _valid_rows(cfg.valid), *_dense_all(hh), *_dense_all(lnc),
+            cfg.masks.recurrent, valid_rows, *_dense_all(hh), *_dense_all(lnc), *zo,
             dh, dc, coupled, reverse, dpre,
         )  # fmt: skip
         dpre = dpre.view(T, B, G, H)

@@ -219,6 +219,25 @@ void grad_pass2_any(const StepGrad<T>& s, const T* dch, T* dc, T* dpre) {
 
 bool has(const c10::optional<at::Tensor>& x) { return x.has_value() && x->defined(); }
 
+// Zoneout (lstmkit.cells.regularizers.zoneout, lengths folded in): state = prev + a (new - prev),
+// a (n) = the probability-weighted share of the new value (0 where a row is held or zoned out).
+template <typename T>
+void mix(const T* prev, const T* fresh, const T* a, T* out, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j] = prev[j] + a[j] * (fresh[j] - prev[j]);
+}
+
+// Its backward: d (n) -> d_new = a d (written to d_new) and the held share (1 - a) d (to hold).
+template <typename T>
+void split(const T* d, const T* a, T* d_new, T* hold, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const T dj = d[j], dn = a[j] * dj;  // d_new may be d itself: read before writing
+    d_new[j] = dn;
+    hold[j] = dj - dn;
+  }
+}
+
 const bool* valid_row(const c10::optional<at::Tensor>& valid, int64_t t) {
   if (!valid.has_value() || !valid->defined()) return nullptr;
   return valid->data_ptr<bool>() + t * valid->stride(0);
@@ -234,20 +253,30 @@ const T* ptr_or_null(const c10::optional<at::Tensor>& x) {
 // xp (T, B, G*H) = LN_ih(W_ih x) + b_ih + b_hh; h0, c0 (B, H); w_t (H, G*H) = W_hh^T; peep
 // (G-1)*H or none; rmask (B, H) recurrent dropout mask or none; valid (T, B) bool (lengths) or
 // none; ln_hh (G*H) gain of LN_hh or none, with raw (T, B, G*H) receiving W_hh h_in; ln_c_w,
-// ln_c_b (H) LN_c or none. Writes A (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, H)
-// hidden states, indexed by time (reverse: processed from T-1 down to 0).
+// ln_c_b (H) LN_c or none; zo_h, zo_c (T, B, H) zoneout's share of the new value (lengths folded
+// in; then valid is none) with Cn (T, B, H) receiving the cell before zoneout, or none. Writes A
+// (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, H) hidden states, indexed by time
+// (reverse: processed from T-1 down to 0).
 void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& w_t, const c10::optional<at::Tensor>& peep,
                        const c10::optional<at::Tensor>& rmask,
                        const c10::optional<at::Tensor>& valid,
                        const c10::optional<at::Tensor>& ln_hh, c10::optional<at::Tensor> raw,
                        const c10::optional<at::Tensor>& ln_c_w,
-                       const c10::optional<at::Tensor>& ln_c_b, double eps, bool coupled,
-                       bool reverse, at::Tensor& A, at::Tensor& C, at::Tensor& Hs) {
+                       const c10::optional<at::Tensor>& ln_c_b,
+                       const c10::optional<at::Tensor>& zo_h,
+                       const c10::optional<at::Tensor>& zo_c, c10::optional<at::Tensor> Cn,
+                       double eps, bool coupled, bool reverse, at::Tensor& A, at::Tensor& C,
+                       at::Tensor& Hs) {
   const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1), GH = A.size(2);
+  const bool zoneout = has(zo_h);
+  TORCH_CHECK(!zoneout || (has(zo_c) && has(Cn) && zo_h->is_contiguous() &&
+                           zo_c->is_contiguous()),
+              "lstm_forward_loop: zoneout needs zo_h, zo_c (contiguous) and Cn");
   at::NoGradGuard no_grad;
   at::Tensor h = h0, c = c0;
   at::Tensor h_in = has(rmask) ? at::empty_like(h0) : at::Tensor();
+  at::Tensor h_new = zoneout ? at::empty_like(h0) : at::Tensor();
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? T - 1 - k : k;
     at::Tensor a = A.select(0, t);
@@ -261,16 +290,24 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
       at::addmm_out(a, xp.select(0, t), h_src, w_t);
     }
     at::Tensor c_t = C.select(0, t), h_t = Hs.select(0, t);
+    // the cell's new values; with zoneout they are mixed into the states afterwards
+    at::Tensor c_n = zoneout ? Cn->select(0, t) : c_t, h_n = zoneout ? h_new : h_t;
     at::Tensor y_c;  // LN_c(c_t), then h_t = o tanh(y_c) replaces the step's o tanh(c_t)
     AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
-      lstm_step_any<scalar_t>(a.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(),
-                              h.data_ptr<scalar_t>(), c_t.data_ptr<scalar_t>(),
-                              h_t.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(peep),
-                              valid_row(valid, t), B, H, coupled);
+      using T_ = scalar_t;
+      lstm_step_any<T_>(a.data_ptr<T_>(), c.data_ptr<T_>(), h.data_ptr<T_>(), c_n.data_ptr<T_>(),
+                        h_n.data_ptr<T_>(), ptr_or_null<T_>(peep), valid_row(valid, t), B, H,
+                        coupled);
       if (has(ln_c_w)) {
-        y_c = std::get<0>(at::native_layer_norm(c_t, {H}, *ln_c_w, ln_c_b, eps));
-        ln_output<scalar_t>(y_c.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
-                            valid_row(valid, t), h_t.data_ptr<scalar_t>(), B, GH / H, H);
+        y_c = std::get<0>(at::native_layer_norm(c_n, {H}, *ln_c_w, ln_c_b, eps));
+        ln_output<T_>(y_c.data_ptr<T_>(), a.data_ptr<T_>(), valid_row(valid, t),
+                      h_n.data_ptr<T_>(), B, GH / H, H);
+      }
+      if (zoneout) {
+        mix<T_>(c.data_ptr<T_>(), c_n.data_ptr<T_>(), zo_c->data_ptr<T_>() + t * B * H,
+                c_t.data_ptr<T_>(), B * H);
+        mix<T_>(h.data_ptr<T_>(), h_n.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * H,
+                h_t.data_ptr<T_>(), B * H);
       }
     });
     h = h_t;
@@ -284,8 +321,9 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // rmask (B, H) or none; valid (T, B) bool or none. LN_hh (or none): its gain, raw (T, B, G*H)
 // and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw.
 // LN_c (or none): ln_c_w, ln_c_b, the statistics c_mean, c_rstd (T, B, 1); d_ctil (T, B, H)
-// receives d loss / d LN_c(c). dh_last, dc_last (B, H): the gradients of the last processed
-// step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
+// receives d loss / d LN_c(c). Zoneout (or none): zo_h, zo_c as in the forward (then valid is
+// none) and Cn, the cell before zoneout. dh_last, dc_last (B, H): the gradients of the last
+// processed step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
 std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const at::Tensor& act, const at::Tensor& C, const at::Tensor& c0,
     const c10::optional<at::Tensor>& peep, const c10::optional<at::Tensor>& dH,
@@ -296,8 +334,10 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const c10::optional<at::Tensor>& hh_rstd, c10::optional<at::Tensor> draw,
     const c10::optional<at::Tensor>& ln_c_w, const c10::optional<at::Tensor>& ln_c_b,
     const c10::optional<at::Tensor>& c_mean, const c10::optional<at::Tensor>& c_rstd,
-    c10::optional<at::Tensor> d_ctil, const at::Tensor& dh_last, const at::Tensor& dc_last,
-    bool coupled, bool reverse, at::Tensor& dpre) {
+    c10::optional<at::Tensor> d_ctil, const c10::optional<at::Tensor>& zo_h,
+    const c10::optional<at::Tensor>& zo_c, const c10::optional<at::Tensor>& Cn,
+    const at::Tensor& dh_last, const at::Tensor& dc_last, bool coupled, bool reverse,
+    at::Tensor& dpre) {
   const int64_t T = act.size(0), B = act.size(1), H = C.size(2), GH = act.size(2);
   TORCH_CHECK(act.is_contiguous() && C.is_contiguous() && dpre.is_contiguous() &&
                   c0.is_contiguous(),
@@ -310,6 +350,15 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
   at::Tensor dc = dc_last.clone(at::MemoryFormat::Contiguous);
   at::Tensor next = at::empty_like(dh);
   at::Tensor dy_scratch = has(ln_c_w) ? at::Tensor() : at::empty_like(dc);
+  const bool zoneout = has(zo_h);
+  TORCH_CHECK(!zoneout || (has(zo_c) && has(Cn) && Cn->is_contiguous() &&
+                           zo_h->is_contiguous() && zo_c->is_contiguous()),
+              "lstm_backward_loop: zoneout needs zo_h, zo_c and Cn, contiguous");
+  // zoneout: the gradient reaching the new values, and the held shares (h, c)
+  at::Tensor dh_new = zoneout ? at::empty_like(dh) : at::Tensor();
+  at::Tensor hold_h = zoneout ? at::empty_like(dh) : at::Tensor();
+  at::Tensor hold_c = zoneout ? at::empty_like(dc) : at::Tensor();
+  const at::Tensor& C_new = zoneout ? *Cn : C;  // what the gates and tanh saw
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? k : T - 1 - k;  // backward visits the forward's order reversed
     const int64_t prev = reverse ? t + 1 : t - 1;  // the step that ran before t in the forward
@@ -318,8 +367,16 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     at::Tensor dy = has(ln_c_w) ? d_ctil->select(0, t) : dy_scratch;
     AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_loop", [&] {
       using T_ = scalar_t;
+      T_* dh_cell = dh.data_ptr<T_>();  // d loss / d (the cell's new h)
+      if (zoneout) {
+        split<T_>(dh.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * H, dh_new.data_ptr<T_>(),
+                  hold_h.data_ptr<T_>(), B * H);
+        split<T_>(dc.data_ptr<T_>(), zo_c->data_ptr<T_>() + t * B * H, dc.data_ptr<T_>(),
+                  hold_c.data_ptr<T_>(), B * H);  // in place: d_new overwrites d after use
+        dh_cell = dh_new.data_ptr<T_>();
+      }
       StepGrad<T_> s{act.data_ptr<T_>() + t * B * GH,
-                     C.data_ptr<T_>() + t * B * H,
+                     C_new.data_ptr<T_>() + t * B * H,
                      first ? c0.data_ptr<T_>() : C.data_ptr<T_>() + prev * B * H,
                      ptr_or_null<T_>(peep),
                      has(dA) ? dA->data_ptr<T_>() + t * B * GH : nullptr,
@@ -332,15 +389,16 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
                      GH / H,
                      H,
                      coupled};
-      grad_pass1_any<T_>(s, dh.data_ptr<T_>(), dp.data_ptr<T_>(), dy.data_ptr<T_>());
+      grad_pass1_any<T_>(s, dh_cell, dp.data_ptr<T_>(), dy.data_ptr<T_>());
       at::Tensor dch = dy;
       if (has(ln_c_w)) {
         dch = std::get<0>(at::native_layer_norm_backward(
-            dy, C.select(0, t), {H}, c_mean->select(0, t), c_rstd->select(0, t), *ln_c_w,
+            dy, C_new.select(0, t), {H}, c_mean->select(0, t), c_rstd->select(0, t), *ln_c_w,
             ln_c_b, {true, false, false}));
       }
       grad_pass2_any<T_>(s, dch.data_ptr<T_>(), dc.data_ptr<T_>(), dp.data_ptr<T_>());
     });
+    if (zoneout) dc.add_(hold_c);
     at::Tensor src = dp;  // d loss / d (W_hh h_in): through LN_hh when present
     if (has(ln_hh)) {
       src = draw->select(0, t);
@@ -359,6 +417,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     } else {
       at::mm_out(next, src, w_hh);
     }
+    if (zoneout) next.add_(hold_h);
     if (const bool* v = valid_row(valid, t)) {  // held rows: d h_t reaches h_{t-1} unchanged
       for (int64_t b = 0; b < B; ++b) {
         if (!v[b]) next.select(0, b).add_(dh.select(0, b));
