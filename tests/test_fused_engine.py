@@ -92,21 +92,22 @@ class _CountingLoops:
         ({"peephole": True, "coupled": True}, None, True),
         ({"recurrent_dropout": 0.3}, [7, 2, 5], True),
         ({"layer_norm": True, "peephole": True}, [7, 2, 5], True),
-        ({"proj_size": 3}, None, False),
+        ({"proj_size": 3, "zoneout": 0.3}, [7, 2, 5], True),
         ({"zoneout": (0.2, 0.4)}, [7, 2, 5], True),
+        ({"dtype": torch.bfloat16}, None, False),
     ],
 )
 @pytest.mark.usefixtures("compiled_loops")
-def test_compiled_loops_serve_the_plain_cells(extras, lengths, compiled, monkeypatch):
-    """Which LSTM calls run the compiled loops (forward and backward), and that float32 results
-    match the pure-PyTorch loops."""
+def test_compiled_loops_serve_the_lstm(extras, lengths, compiled, monkeypatch):
+    """Which LSTM calls run the compiled loops (forward and backward: float32 / float64 on CPU,
+    every option), and that their results match the pure-PyTorch loops."""
     from lstmkit.engines import cpu_loops, fused_lstm
 
     counter = _CountingLoops(cpu_loops.cpu_loops())
     monkeypatch.setattr(fused_lstm, "cpu_loops", lambda: counter)
     torch.manual_seed(0)
     layer = lstmkit.LSTM(5, 8, num_layers=2, bidirectional=True, engine="fused", **extras)
-    x = torch.randn(7, 3, 5, requires_grad=True)
+    x = torch.randn(7, 3, 5, dtype=extras.get("dtype"), requires_grad=True)
     torch.manual_seed(1)
     out, _ = layer(x, lengths=lengths)
     (gx,) = torch.autograd.grad(out.square().sum(), x)

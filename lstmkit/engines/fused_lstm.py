@@ -5,10 +5,11 @@ Forward: per step one addmm writes pre = xp_t + W_hh h_{t-1} straight into row t
 stack A (T, B, G*H), lstm_pointwise_ turns it into the activations in place and writes c_t into
 the cell stack, lstm_output_ writes h_t into the hidden stack: about eight torch calls and no
 copies or fresh tensors per step (at small sizes each call costs more than its arithmetic).
+Where they can be built, the same loops run compiled (csrc/lstm_loops.cpp via cpu_loops.py: the
+matmuls and layer norms through ATen, the gate arithmetic in one vectorised pass per step); the
+Python loops below are the readable version and the fallback, and the tests compare the two.
 
 Backward, with pre = xp + hp split into gate blocks and the forward's saved i, f, g, o, c:
-
-With pre = xp + hp split into gate blocks and the forward's saved i, f, g, o, c:
 
     tc = tanh(LN_c(c_t)),  m = o * tc,  h_new = W_hr m         (LN_c, W_hr optional)
     dm        = dh_new W_hr                                     (B, H)
@@ -20,7 +21,8 @@ With pre = xp + hp split into gate blocks and the forward's saved i, f, g, o, c:
     dc_{t-1}  = dc_t * f + w_ci * dpre_i + w_cf * dpre_f
 With coupled gates (i = 1 - f) there is no input block and Cf = (c_{t-1} - g) f(1-f). The
 coefficients Co, K, Ci, Cf, Cg do not depend on the gradient, so they are computed for all steps
-at once before the loop; a gate trace's own gradient adds a term E (also precomputed).
+at once before the loop; a gate trace's own gradient adds a term E (also precomputed). The
+compiled backward instead derives them per step from the saved activations, in the same pass.
 """
 
 from __future__ import annotations
@@ -66,12 +68,13 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     holds = cfg.zoneout_on or valid is not None
     compiled = _compiled_loops(cfg, xp, h0, c0)
     if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)
-        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H)
+        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, h0.shape[-1])
         Cn = xp.new_empty(T, B, H) if zo_h is not None else None
+        w_hr_t = None if p.w_hr is None else p.w_hr.t().contiguous()  # (H, P)
         compiled.lstm_forward_loop(
             xp, h0.contiguous(), c0.contiguous(), w_t, _dense(p.w_peep), masks.recurrent,
             valid_rows, _dense(p.ln_hh), raw, _dense(p.ln_c_w), _dense(p.ln_c_b), zo_h, zo_c,
-            Cn, LN_EPS, cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
+            Cn, w_hr_t, LN_EPS, cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
         )  # fmt: skip
         # without zoneout, held rows (lengths) are never read through Cn: Cs serves
         return Hs, Cs, Cs if Cn is None else Cn, A, raw
@@ -101,22 +104,22 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
 
 
 def _compiled_loops(cfg, *tensors: Tensor):
-    """The compiled loops where they cover this call (a projection runs the Python loops), else
-    None."""
-    return cpu_loops() if cfg.p.w_hr is None and usable(*tensors) else None
+    """The compiled loops where they take these tensors (CPU, float32 / float64), else None."""
+    return cpu_loops() if usable(*tensors) else None
 
 
-def _zoneout_shares(cfg, T: int, B: int, H: int):
+def _zoneout_shares(cfg, T: int, B: int, H: int, P: int):
     """For the compiled loops: (zo_h, zo_c, valid). With zoneout, each state's share of the new
-    value (T, B, H), lengths folded in, and valid None; else (None, None, valid (T, B))."""
+    value, (T, B, P) for h and (T, B, H) for c, lengths folded in, and valid None; else
+    (None, None, valid (T, B))."""
     if not cfg.zoneout_on:
         return None, None, _valid_rows(cfg.valid)
     dtype, device = cfg.p.w_hh.dtype, cfg.p.w_hh.device
     shares = []
-    for which in (0, 1):
+    for which, width in ((0, P), (1, H)):
         a = cfg.keep_coefficient(which, dtype)
         a = torch.ones((), dtype=dtype, device=device) if a is None else a
-        shares.append(a.expand(T, B, H).contiguous())
+        shares.append(a.expand(T, B, width).contiguous())
     return shares[0], shares[1], None
 
 
@@ -273,12 +276,15 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
             ln_stats = layer_norm_stats(c_new)  # (T, B, 1) each; held rows are never read
             d_ctil = torch.empty_like(Cs)
         lnc = (p.ln_c_w, p.ln_c_b, *ln_stats, d_ctil) if ln_stats is not None else (None,) * 5
-        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H)
+        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, Hs.shape[-1])
         zo = (zo_h, zo_c, c_new if zo_h is not None else None)
+        if p.w_hr is not None:  # dW_hr = sum_t d h_new^T (o tanh(LN_c(c))) after the loop
+            d_hnew = torch.empty_like(Hs)
+            tc = torch.tanh(c_new if p.ln_c_w is None else layer_norm(c_new, p.ln_c_w, p.ln_c_b))
         dh, dc = compiled.lstm_backward_loop(
             act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
             cfg.masks.recurrent, valid_rows, *_dense_all(hh), *_dense_all(lnc), *zo,
-            dh, dc, coupled, reverse, dpre,
+            _dense(p.w_hr), d_hnew, dh, dc, coupled, reverse, dpre,
         )  # fmt: skip
         dpre = dpre.view(T, B, G, H)
     else:

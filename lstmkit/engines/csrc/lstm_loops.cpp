@@ -1,9 +1,10 @@
 // The LSTM time loops of the fused CPU engine, compiled on first use (lstmkit/engines/cpu_loops.py).
 //
 // They do exactly what the pure-PyTorch loops in lstmkit/engines/fused_lstm.py do (those stay the
-// readable reference and the fallback, and the tests compare the two): per step one matmul through
-// ATen (oneDNN / MKL speed) and the gate arithmetic as one pass over (B, H) written here, so that
-// the step costs its matmul plus a few microseconds instead of ~8 eager torch calls.
+// readable reference and the fallback, and the tests compare the two): per step the matmuls and
+// layer norms through ATen (oneDNN / MKL speed) and the gate arithmetic as one vectorised pass
+// over (B, H) written here, so that a step costs its matmul plus a few microseconds instead of
+// ~8 eager torch calls.
 //
 // Gate layout of a (B, G*H) row, as lstmkit.cells.gates defines it: i, f, g, o (G = 4), or f, g, o
 // for the coupled cell (G = 3, i = 1 - f). Peephole weights (optional) are stacked i, f, o (f, o).
@@ -20,8 +21,9 @@ inline T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
-// One step of lstmkit.cells.lstm.lstm_pointwise_ + lstm_output_ (no layer norm, no projection):
-// a (B, G*H) holds pre on entry and the activations on return; writes c_t and h_t.
+// One step of lstmkit.cells.lstm.lstm_pointwise_ + lstm_output_ (the loop applies LN_c and the
+// projection afterwards): a (B, G*H) holds pre on entry and the activations on return; writes
+// c_t and o tanh(c_t).
 // Rows past their sequence's end (valid[b] false) keep the previous state instead.
 template <typename T, bool PEEP, bool COUPLED>
 void lstm_step(T* a, const T* c_prev, const T* h_prev, T* c_out, T* h_out, const T* peep,
@@ -33,9 +35,9 @@ void lstm_step(T* a, const T* c_prev, const T* h_prev, T* c_out, T* h_out, const
     const T* cp = c_prev + b * H;
     T* cb = c_out + b * H;
     T* hb = h_out + b * H;
-    if (valid && !valid[b]) {
+    if (valid && !valid[b]) {  // h_prev null: the caller holds h itself (projection)
       std::copy(cp, cp + H, cb);
-      std::copy(h_prev + b * H, h_prev + (b + 1) * H, hb);
+      if (h_prev) std::copy(h_prev + b * H, h_prev + (b + 1) * H, hb);
       continue;
     }
 #pragma omp simd
@@ -227,6 +229,21 @@ void mix(const T* prev, const T* fresh, const T* a, T* out, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[j] = prev[j] + a[j] * (fresh[j] - prev[j]);
 }
 
+// Rows past their sequence's end (valid[b] false): out[b] = src[b] (rows of n values); with
+// src null they are zeroed.
+template <typename T>
+void hold_rows(const bool* valid, const T* src, T* out, int64_t B, int64_t n) {
+  if (!valid) return;
+  for (int64_t b = 0; b < B; ++b) {
+    if (valid[b]) continue;
+    if (src) {
+      std::copy(src + b * n, src + (b + 1) * n, out + b * n);
+    } else {
+      std::fill(out + b * n, out + (b + 1) * n, T(0));
+    }
+  }
+}
+
 // Its backward: d (n) -> d_new = a d (written to d_new) and the held share (1 - a) d (to hold).
 template <typename T>
 void split(const T* d, const T* a, T* d_new, T* hold, int64_t n) {
@@ -254,8 +271,9 @@ const T* ptr_or_null(const c10::optional<at::Tensor>& x) {
 // (G-1)*H or none; rmask (B, H) recurrent dropout mask or none; valid (T, B) bool (lengths) or
 // none; ln_hh (G*H) gain of LN_hh or none, with raw (T, B, G*H) receiving W_hh h_in; ln_c_w,
 // ln_c_b (H) LN_c or none; zo_h, zo_c (T, B, H) zoneout's share of the new value (lengths folded
-// in; then valid is none) with Cn (T, B, H) receiving the cell before zoneout, or none. Writes A
-// (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, H) hidden states, indexed by time
+// in; then valid is none) with Cn (T, B, H) receiving the cell before zoneout, or none; w_hr_t
+// (H, P) = W_hr^T, the projection, or none (then P = H). Writes A
+// (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, P) hidden states, indexed by time
 // (reverse: processed from T-1 down to 0).
 void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& w_t, const c10::optional<at::Tensor>& peep,
@@ -266,9 +284,11 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
                        const c10::optional<at::Tensor>& ln_c_b,
                        const c10::optional<at::Tensor>& zo_h,
                        const c10::optional<at::Tensor>& zo_c, c10::optional<at::Tensor> Cn,
-                       double eps, bool coupled, bool reverse, at::Tensor& A, at::Tensor& C,
-                       at::Tensor& Hs) {
+                       const c10::optional<at::Tensor>& w_hr_t, double eps, bool coupled,
+                       bool reverse, at::Tensor& A, at::Tensor& C, at::Tensor& Hs) {
   const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1), GH = A.size(2);
+  const int64_t P = h0.size(1);  // H_out: the projection's size, else H
+  const bool proj = has(w_hr_t);
   const bool zoneout = has(zo_h);
   TORCH_CHECK(!zoneout || (has(zo_c) && has(Cn) && zo_h->is_contiguous() &&
                            zo_c->is_contiguous()),
@@ -277,6 +297,7 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
   at::Tensor h = h0, c = c0;
   at::Tensor h_in = has(rmask) ? at::empty_like(h0) : at::Tensor();
   at::Tensor h_new = zoneout ? at::empty_like(h0) : at::Tensor();
+  at::Tensor m = proj ? at::empty_like(c0) : at::Tensor();  // o tanh(c) before W_hr
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? T - 1 - k : k;
     at::Tensor a = A.select(0, t);
@@ -293,21 +314,26 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
     // the cell's new values; with zoneout they are mixed into the states afterwards
     at::Tensor c_n = zoneout ? Cn->select(0, t) : c_t, h_n = zoneout ? h_new : h_t;
     at::Tensor y_c;  // LN_c(c_t), then h_t = o tanh(y_c) replaces the step's o tanh(c_t)
+    at::Tensor m_n = proj ? m : h_n;  // where o tanh(c) goes
     AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
       using T_ = scalar_t;
-      lstm_step_any<T_>(a.data_ptr<T_>(), c.data_ptr<T_>(), h.data_ptr<T_>(), c_n.data_ptr<T_>(),
-                        h_n.data_ptr<T_>(), ptr_or_null<T_>(peep), valid_row(valid, t), B, H,
+      const bool* v = valid_row(valid, t);
+      lstm_step_any<T_>(a.data_ptr<T_>(), c.data_ptr<T_>(), proj ? nullptr : h.data_ptr<T_>(),
+                        c_n.data_ptr<T_>(), m_n.data_ptr<T_>(), ptr_or_null<T_>(peep), v, B, H,
                         coupled);
       if (has(ln_c_w)) {
         y_c = std::get<0>(at::native_layer_norm(c_n, {H}, *ln_c_w, ln_c_b, eps));
-        ln_output<T_>(y_c.data_ptr<T_>(), a.data_ptr<T_>(), valid_row(valid, t),
-                      h_n.data_ptr<T_>(), B, GH / H, H);
+        ln_output<T_>(y_c.data_ptr<T_>(), a.data_ptr<T_>(), v, m_n.data_ptr<T_>(), B, GH / H, H);
+      }
+      if (proj) {  // h = W_hr m, then the held rows keep h_{t-1}
+        at::mm_out(h_n, m, *w_hr_t);
+        hold_rows<T_>(v, h.data_ptr<T_>(), h_n.data_ptr<T_>(), B, P);
       }
       if (zoneout) {
         mix<T_>(c.data_ptr<T_>(), c_n.data_ptr<T_>(), zo_c->data_ptr<T_>() + t * B * H,
                 c_t.data_ptr<T_>(), B * H);
-        mix<T_>(h.data_ptr<T_>(), h_n.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * H,
-                h_t.data_ptr<T_>(), B * H);
+        mix<T_>(h.data_ptr<T_>(), h_n.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * P,
+                h_t.data_ptr<T_>(), B * P);
       }
     });
     h = h_t;
@@ -322,8 +348,9 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw.
 // LN_c (or none): ln_c_w, ln_c_b, the statistics c_mean, c_rstd (T, B, 1); d_ctil (T, B, H)
 // receives d loss / d LN_c(c). Zoneout (or none): zo_h, zo_c as in the forward (then valid is
-// none) and Cn, the cell before zoneout. dh_last, dc_last (B, H): the gradients of the last
-// processed step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
+// none) and Cn, the cell before zoneout. w_hr (P, H), the projection, or none, with d_hnew
+// (T, B, P) receiving d loss / d (W_hr m). dh_last (B, P), dc_last (B, H): the gradients of the
+// last processed step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
 std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const at::Tensor& act, const at::Tensor& C, const at::Tensor& c0,
     const c10::optional<at::Tensor>& peep, const c10::optional<at::Tensor>& dH,
@@ -336,9 +363,14 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const c10::optional<at::Tensor>& c_mean, const c10::optional<at::Tensor>& c_rstd,
     c10::optional<at::Tensor> d_ctil, const c10::optional<at::Tensor>& zo_h,
     const c10::optional<at::Tensor>& zo_c, const c10::optional<at::Tensor>& Cn,
+    const c10::optional<at::Tensor>& w_hr, c10::optional<at::Tensor> d_hnew,
     const at::Tensor& dh_last, const at::Tensor& dc_last, bool coupled, bool reverse,
     at::Tensor& dpre) {
   const int64_t T = act.size(0), B = act.size(1), H = C.size(2), GH = act.size(2);
+  const int64_t P = dh_last.size(1);  // H_out
+  const bool proj = has(w_hr);
+  TORCH_CHECK(!proj || (has(d_hnew) && d_hnew->is_contiguous()),
+              "lstm_backward_loop: a projection needs a contiguous d_hnew");
   TORCH_CHECK(act.is_contiguous() && C.is_contiguous() && dpre.is_contiguous() &&
                   c0.is_contiguous(),
               "lstm_backward_loop: act, C, c0 and dpre must be contiguous");
@@ -359,6 +391,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
   at::Tensor hold_h = zoneout ? at::empty_like(dh) : at::Tensor();
   at::Tensor hold_c = zoneout ? at::empty_like(dc) : at::Tensor();
   const at::Tensor& C_new = zoneout ? *Cn : C;  // what the gates and tanh saw
+  at::Tensor dm = proj ? at::empty_like(dc) : at::Tensor();  // d loss / d (o tanh c), (B, H)
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? k : T - 1 - k;  // backward visits the forward's order reversed
     const int64_t prev = reverse ? t + 1 : t - 1;  // the step that ran before t in the forward
@@ -367,13 +400,21 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     at::Tensor dy = has(ln_c_w) ? d_ctil->select(0, t) : dy_scratch;
     AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_loop", [&] {
       using T_ = scalar_t;
-      T_* dh_cell = dh.data_ptr<T_>();  // d loss / d (the cell's new h)
+      at::Tensor dh_n = dh;  // d loss / d (the cell's new h), (B, P)
       if (zoneout) {
-        split<T_>(dh.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * H, dh_new.data_ptr<T_>(),
-                  hold_h.data_ptr<T_>(), B * H);
+        split<T_>(dh.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * P, dh_new.data_ptr<T_>(),
+                  hold_h.data_ptr<T_>(), B * P);
         split<T_>(dc.data_ptr<T_>(), zo_c->data_ptr<T_>() + t * B * H, dc.data_ptr<T_>(),
                   hold_c.data_ptr<T_>(), B * H);  // in place: d_new overwrites d after use
-        dh_cell = dh_new.data_ptr<T_>();
+        dh_n = dh_new;
+      }
+      T_* dh_cell = dh_n.data_ptr<T_>();
+      if (proj) {  // h = W_hr m: keep d h_new for dW_hr (held rows: 0) and go back to m
+        at::Tensor dhw = d_hnew->select(0, t);
+        dhw.copy_(dh_n);
+        hold_rows<T_>(valid_row(valid, t), nullptr, dhw.data_ptr<T_>(), B, P);
+        at::mm_out(dm, dhw, *w_hr);
+        dh_cell = dm.data_ptr<T_>();
       }
       StepGrad<T_> s{act.data_ptr<T_>() + t * B * GH,
                      C_new.data_ptr<T_>() + t * B * H,
