@@ -6,9 +6,10 @@ however the calls are arranged. The compiled loop keeps the matmul in ATen and d
 arithmetic in one vectorised pass, which brings the step down to the matmul plus a few us.
 
 The extension is compiled by torch.utils.cpp_extension (needs a C++ compiler, the Python headers
-and ninja) once per machine and cached under ~/.cache/torch_extensions (TORCH_EXTENSIONS_DIR
-moves it); the first call takes ~20 s. Where compiling fails, the fused engine runs its
-pure-PyTorch loops (same results, slower at small sizes) and a warning says why, once.
+and ninja) once per machine and cached under ~/.cache/torch_extensions/lstmkit (the environment
+variable TORCH_EXTENSIONS_DIR moves it); the first call takes ~20 s. Where compiling fails, the
+fused engine runs its pure-PyTorch loops (same results, slower at small sizes) and a warning says
+why, once.
 LSTMKIT_CPU_LOOPS=0 skips the compiled loops altogether.
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -54,13 +57,43 @@ def cpu_loops() -> ModuleType | None:
         return _loaded["module"]
 
 
+def build_directory(name: str) -> Path:
+    """Where the extension is built and cached: under TORCH_EXTENSIONS_DIR (default
+    ~/.cache/torch_extensions), keyed by Python and torch version (a build is tied to both)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / "lstmkit" / f"{name}-{py}-torch{torch.__version__}"
+
+
+def _clear_stale_lock(directory: Path, max_age_s: float = 600.0) -> None:
+    """torch's build lock is a file; a build killed half-way (Ctrl-C) leaves it behind and every
+    later build waits on it forever. A build takes well under a minute, so an old one is stale."""
+    lock = directory / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > max_age_s:
+        log.warning("lstmkit: removing a stale build lock %s (%.0f s old)", lock, age)
+        lock.unlink(missing_ok=True)
+
+
 def _build() -> ModuleType | None:
     name, flags = _build_flags()
-    log.info("lstmkit: building the fused engine's CPU loops (%s), once per machine", name)
+    directory = build_directory(name)
+    log.info("lstmkit: building the fused engine's CPU loops in %s (once per machine)", directory)
     try:
         from torch.utils.cpp_extension import load
 
-        return load(name=name, sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
+        directory.mkdir(parents=True, exist_ok=True)
+        _clear_stale_lock(directory)
+        return load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=flags,
+            build_directory=str(directory),
+            verbose=False,
+        )
     except Exception as exc:  # no compiler / headers / ninja: the pure-PyTorch loops still work
         warnings.warn(
             f"lstmkit could not build its compiled CPU loops ({type(exc).__name__}: {exc}). "
