@@ -15,6 +15,7 @@ LSTMKIT_CPU_LOOPS=0 skips the compiled loops altogether.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -30,6 +31,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "lstm_loops.cpp"
+HEADERS = [Path(__file__).parent / "csrc" / "lstm_kernels.h"]
 ENV_SWITCH = "LSTMKIT_CPU_LOOPS"
 _lock = threading.Lock()
 _loaded: dict[str, ModuleType | None] = {}
@@ -59,10 +61,12 @@ def cpu_loops() -> ModuleType | None:
 
 def build_directory(name: str) -> Path:
     """Where the extension is built and cached: under TORCH_EXTENSIONS_DIR (default
-    ~/.cache/torch_extensions), keyed by Python and torch version (a build is tied to both)."""
+    ~/.cache/torch_extensions), keyed by Python and torch version (a build is tied to both) and
+    by the sources' contents (torch rebuilds when the .cpp changes, but does not see headers)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return Path(root) / "lstmkit" / f"{name}-{py}-torch{torch.__version__}"
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in [SOURCE, *HEADERS])).hexdigest()[:10]
+    return Path(root) / "lstmkit" / f"{name}-{py}-torch{torch.__version__}-{digest}"
 
 
 def _clear_stale_lock(directory: Path, max_age_s: float = 600.0) -> None:
