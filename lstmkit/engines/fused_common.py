@@ -105,6 +105,7 @@ class RecurrentProjectionGrad:
             self.h_in = previous_states(Hs, h0, cfg.reverse)
             if self.rmask is not None:
                 self.h_in.mul_(self.rmask)
+        self.ln_hh_grad = None  # the gain's gradient, where a compiled loop summed it
         if self.ln_hh is not None:
             # W_hh h_in for all steps, kept by the forward or else recomputed in one matmul
             self.raw = raw if raw is not None else self.h_in @ self.w_hh.t()  # (T, B, G*H)
@@ -130,7 +131,9 @@ class RecurrentProjectionGrad:
         draw = dhp
         if self.ln_hh is not None:
             draw = self.draw
-            if needs["ln_hh"]:
+            if needs["ln_hh"] and self.ln_hh_grad is not None:
+                grads["ln_hh"] = self.ln_hh_grad
+            elif needs["ln_hh"]:
                 xhat = (self.raw - self.mean).mul_(self.rstd)  # raw may be a saved tensor
                 grads["ln_hh"] = xhat.mul_(dhp).sum((0, 1))
         if needs["w_hh"] and self.h_in is None:  # sum_t draw_t^T h_{t-1}: one big matmul

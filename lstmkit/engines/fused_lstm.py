@@ -254,7 +254,7 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     saved: lstm_forward's (Hs, Cs, Cn, act, raw); d_states: (dH (T, B, H_out), dC (T, B, H) of
     the traced cells or None, d c_T (B, H) or None); d_act: (T, B, G*H) or None.
     """
-    p, coupled, reverse = cfg.p, cfg.opts.coupled, cfg.reverse
+    coupled, reverse = cfg.opts.coupled, cfg.reverse
     Hs, Cs, c_new, act, raw = saved  # c_new: the cell before zoneout / hold, what tanh saw
     T, B, H = Cs.shape
     dH, dC, d_last = d_states
@@ -266,27 +266,11 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     dc = add_all(d_last, None if dC is None else dC[first])
     dc = torch.zeros_like(Cs[0]) if dc is None else dc
     compiled = _compiled_loops(cfg, act, dh, dc)
-    tc = d_hnew = d_ctil = ln_stats = None
-    if compiled is not None:  # the loop of _python_chain, compiled, from the activations
-        dpre = torch.empty_like(act)
-        hh = (None,) * 5
-        if p.ln_hh is not None:  # rec holds raw, its statistics and the draw buffer
-            hh = (rec.ln_hh, rec.raw, rec.mean, rec.rstd, rec.draw)
-        if p.ln_c_w is not None:
-            ln_stats = layer_norm_stats(c_new)  # (T, B, 1) each; held rows are never read
-            d_ctil = torch.empty_like(Cs)
-        lnc = (p.ln_c_w, p.ln_c_b, *ln_stats, d_ctil) if ln_stats is not None else (None,) * 5
-        zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, Hs.shape[-1])
-        zo = (zo_h, zo_c, c_new if zo_h is not None else None)
-        if p.w_hr is not None:  # dW_hr = sum_t d h_new^T (o tanh(LN_c(c))) after the loop
-            d_hnew = torch.empty_like(Hs)
-            tc = torch.tanh(c_new if p.ln_c_w is None else layer_norm(c_new, p.ln_c_w, p.ln_c_b))
-        dh, dc = compiled.lstm_backward_loop(
-            act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
-            cfg.masks.recurrent, valid_rows, *_dense_all(hh), *_dense_all(lnc), *zo,
-            _dense(p.w_hr), d_hnew, dh, dc, coupled, reverse, dpre,
-        )  # fmt: skip
-        dpre = dpre.view(T, B, G, H)
+    ln_stats = d_ctil = ln_c_sums = None
+    if compiled is not None:
+        dpre, dh, dc, d_hnew, tc, ln_c_sums = _compiled_chain(
+            compiled, cfg, c0, saved, rec, (dH, dC), d_act, dh, dc
+        )
     else:
         dpre, dh, dc, d_hnew, d_ctil, tc, ln_stats = _python_chain(
             cfg, h0, c0, saved, rec, (dH, dC), d_act, dh, dc
@@ -303,10 +287,44 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
             if name in layout:
                 sums[name] = sum_with_previous(dpre[:, :, layout.index(name)], Cs, c0, reverse)
         grads["w_peep"] = torch.cat([sums[name] for name in peephole_layout(coupled)])
-    if ln_stats is not None:
+    if ln_c_sums is not None:  # summed inside the compiled loop
+        grads["ln_c_w"], grads["ln_c_b"] = ln_c_sums[0], ln_c_sums[1]
+    elif ln_stats is not None:
         mean, rstd = ln_stats
         if needs["ln_c_w"]:
             grads["ln_c_w"] = (c_new - mean).mul_(rstd).mul_(d_ctil).sum((0, 1))
         if needs["ln_c_b"]:
             grads["ln_c_b"] = d_ctil.sum((0, 1))
     return grads
+
+
+def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
+    """_python_chain's loop, compiled: dpre straight from the saved activations (no precomputed
+    coefficients), the layer-norm gains' gradients summed inside the loop. Returns dpre
+    (T, B, G, H), the gradients of h0 and c0, d_hnew and tc (projection) and the LN_c sums
+    (2, H) or None; the LN_hh gain's gradient goes to rec.ln_hh_grad."""
+    p, coupled = cfg.p, cfg.opts.coupled
+    Hs, Cs, c_new, act, _ = saved
+    T, B, H = Cs.shape
+    dpre = torch.empty_like(act)
+    hh = (None,) * 6
+    if p.ln_hh is not None:  # rec holds raw, its statistics and the draw buffer
+        rec.ln_hh_grad = torch.zeros_like(p.ln_hh)
+        hh = (rec.ln_hh, rec.raw, rec.mean, rec.rstd, rec.draw, rec.ln_hh_grad)
+    lnc, ln_c_sums = (None,) * 5, None
+    if p.ln_c_w is not None:
+        ln_c_sums = Cs.new_zeros(2, H)
+        lnc = (p.ln_c_w, p.ln_c_b, *layer_norm_stats(c_new), ln_c_sums)  # stats (T, B, 1)
+    zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, Hs.shape[-1])
+    zo = (zo_h, zo_c, c_new if zo_h is not None else None)
+    d_hnew = tc = None
+    if p.w_hr is not None:  # dW_hr = sum_t d h_new^T (o tanh(LN_c(c))) after the loop
+        d_hnew = torch.empty_like(Hs)
+        tc = torch.tanh(c_new if p.ln_c_w is None else layer_norm(c_new, p.ln_c_w, p.ln_c_b))
+    dH, dC = d_seq
+    dh, dc = compiled.lstm_backward_loop(
+        act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
+        cfg.masks.recurrent, valid_rows, *_dense_all(hh), *_dense_all(lnc), *zo,
+        _dense(p.w_hr), d_hnew, dh, dc, coupled, cfg.reverse, dpre,
+    )  # fmt: skip
+    return dpre.view(T, B, -1, H), dh, dc, d_hnew, tc, ln_c_sums

@@ -92,9 +92,10 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // c0 (B, H); peep or none; dH (T, B, H) gradient of the hidden outputs or none; dC (T, B, H) of
 // the traced cells or none; dA (T, B, G*H) of the traced activations or none; w_hh (G*H, H);
 // rmask (B, H) or none; valid (T, B) bool or none. LN_hh (or none): its gain, raw (T, B, G*H)
-// and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw.
-// LN_c (or none): ln_c_w, ln_c_b, the statistics c_mean, c_rstd (T, B, 1); d_ctil (T, B, H)
-// receives d loss / d LN_c(c). Zoneout (or none): zo_h, zo_c as in the forward (then valid is
+// and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw and
+// ln_hh_grad (G*H, zeros on entry) the gain's gradient. LN_c (or none): ln_c_w, ln_c_b, the
+// statistics c_mean, c_rstd (T, B, 1); ln_c_grad (2, H), zeros on entry, receives the gradients
+// of the gain and the shift. Zoneout (or none): zo_h, zo_c as in the forward (then valid is
 // none) and Cn, the cell before zoneout. w_hr (P, H), the projection, or none, with d_hnew
 // (T, B, P) receiving d loss / d (W_hr m). dh_last (B, P), dc_last (B, H): the gradients of the
 // last processed step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
@@ -106,9 +107,10 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const c10::optional<at::Tensor>& valid, const c10::optional<at::Tensor>& ln_hh,
     const c10::optional<at::Tensor>& raw, const c10::optional<at::Tensor>& hh_mean,
     const c10::optional<at::Tensor>& hh_rstd, c10::optional<at::Tensor> draw,
-    const c10::optional<at::Tensor>& ln_c_w, const c10::optional<at::Tensor>& ln_c_b,
+    c10::optional<at::Tensor> ln_hh_grad, const c10::optional<at::Tensor>& ln_c_w,
+    const c10::optional<at::Tensor>& ln_c_b,
     const c10::optional<at::Tensor>& c_mean, const c10::optional<at::Tensor>& c_rstd,
-    c10::optional<at::Tensor> d_ctil, const c10::optional<at::Tensor>& zo_h,
+    c10::optional<at::Tensor> ln_c_grad, const c10::optional<at::Tensor>& zo_h,
     const c10::optional<at::Tensor>& zo_c, const c10::optional<at::Tensor>& Cn,
     const c10::optional<at::Tensor>& w_hr, c10::optional<at::Tensor> d_hnew,
     const at::Tensor& dh_last, const at::Tensor& dc_last, bool coupled, bool reverse,
@@ -128,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
   at::Tensor dh = dh_last.clone(at::MemoryFormat::Contiguous);
   at::Tensor dc = dc_last.clone(at::MemoryFormat::Contiguous);
   at::Tensor next = at::empty_like(dh);
-  at::Tensor dy_scratch = has(ln_c_w) ? at::Tensor() : at::empty_like(dc);
+  at::Tensor dy = at::empty_like(dc);  // d loss / d LN_c(c_t) (or c_t), (B, H)
   const bool zoneout = has(zo_h);
   TORCH_CHECK(!zoneout || (has(zo_c) && has(Cn) && Cn->is_contiguous() &&
                            zo_h->is_contiguous() && zo_c->is_contiguous()),
@@ -144,7 +146,6 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const int64_t prev = reverse ? t + 1 : t - 1;  // the step that ran before t in the forward
     const bool first = prev < 0 || prev >= T;
     at::Tensor dp = dpre.select(0, t);
-    at::Tensor dy = has(ln_c_w) ? d_ctil->select(0, t) : dy_scratch;
     AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_loop", [&] {
       using T_ = scalar_t;
       at::Tensor dh_n = dh;  // d loss / d (the cell's new h), (B, P)
@@ -179,10 +180,14 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
                      coupled};
       grad_pass1_any<T_>(s, dh_cell, dp.data_ptr<T_>(), dy.data_ptr<T_>());
       at::Tensor dch = dy;
-      if (has(ln_c_w)) {
-        dch = std::get<0>(at::native_layer_norm_backward(
-            dy, C_new.select(0, t), {H}, c_mean->select(0, t), c_rstd->select(0, t), *ln_c_w,
-            ln_c_b, {true, false, false}));
+      if (has(ln_c_w)) {  // and the gain / shift gradients, summed over the steps
+        const bool shift = has(ln_c_b);
+        auto g = at::native_layer_norm_backward(dy, C_new.select(0, t), {H}, c_mean->select(0, t),
+                                                c_rstd->select(0, t), *ln_c_w, ln_c_b,
+                                                {true, true, shift});
+        dch = std::get<0>(g);
+        ln_c_grad->select(0, 0).add_(std::get<1>(g));
+        if (shift) ln_c_grad->select(0, 1).add_(std::get<2>(g));
       }
       grad_pass2_any<T_>(s, dch.data_ptr<T_>(), dc.data_ptr<T_>(), dp.data_ptr<T_>());
     });
@@ -190,9 +195,11 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     at::Tensor src = dp;  // d loss / d (W_hh h_in): through LN_hh when present
     if (has(ln_hh)) {
       src = draw->select(0, t);
-      src.copy_(std::get<0>(at::native_layer_norm_backward(
-          dp, raw->select(0, t), {GH}, hh_mean->select(0, t), hh_rstd->select(0, t), *ln_hh, {},
-          {true, false, false})));
+      auto g = at::native_layer_norm_backward(dp, raw->select(0, t), {GH}, hh_mean->select(0, t),
+                                              hh_rstd->select(0, t), *ln_hh, {},
+                                              {true, true, false});
+      src.copy_(std::get<0>(g));
+      ln_hh_grad->add_(std::get<1>(g));
     }
     // dh_{t-1} = (src W_hh) * rmask + dH_{t-1}
     const bool add_dH = has(dH) && !first;
