@@ -1,4 +1,4 @@
-"""The fused engine: a hand-written backward through time, every cell and option, plain eager torch.
+"""The fused engine: a hand-written backward through time, every cell and option.
 
 Per layer and direction one torch.autograd.Function runs the whole sequence:
 
@@ -6,7 +6,8 @@ forward   xp = LN_ih(W_ih x) + b_ih for all T steps at once (one matmul, outside
           autograd gives dW_ih = dxp^T x as one matmul too); then per step one recurrent matmul
           and the cell's own pointwise step (lstmkit.cells: the equations are written once, there),
           all under no_grad, so no autograd graph is built inside the loop. Saved: the states
-          (T, B, H_out) / (T, B, H), the gate activations (T, B, H) each, and only where needed
+          (T, B, H_out) / (T, B, H), the gate activations (the LSTM's as one (T, B, G*H)
+          stack, the GRU's (T, B, H) each), and only where needed
           the pre-zoneout states (zoneout on) and the recurrent projection (GRU: r scales W_hn h).
 backward  lstmkit.engines.fused_lstm / fused_gru. Everything that does not depend on the carried
           gradient (gate derivatives, tanh(c), the coefficients that turn dc, dh into gate
@@ -15,6 +16,9 @@ backward  lstmkit.engines.fused_lstm / fused_gru. Everything that does not depen
           step. The gate gradients land in one (T, B, G*H) buffer, so after the loop the weight
           gradients are single large matmuls over T*B rows: dW_hh = dpre^T h_prev, dW_hr = dh^T m,
           and dxp is that buffer itself (autograd then does dW_ih = dxp^T x, dx = dxp W_ih).
+
+The LSTM's loops (forward and backward) also exist compiled, built on first use
+(lstmkit.engines.cpu_loops, csrc/): same math, a step costs its matmul plus a few microseconds.
 
 Gate traces are outputs of the Function, so gradients flow through them (a loss may use gates).
 What it does not do: double backward (create_graph=True through the engine raises); use
