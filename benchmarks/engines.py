@@ -8,6 +8,7 @@ For each configuration (T steps, B batch, I input, H hidden; one layer, float32)
     ln fused / ln plain loop layer_norm=True: the fused engine vs the same cell as a plain loop
                              of autograd ops (benchmarks/ln_lstm_loop.py), the issue's baseline
     ln reference             layer_norm=True on the reference engine (lstmkit's readable loop)
+    peephole fused, ...      with --cases: every other option of the core on the fused engine
 
 in one process, interleaved (every repeat runs every case once, in a rotating order, so load
 from other jobs hits all cases alike), after warm-up runs, and reports medians (and minima).
@@ -58,6 +59,22 @@ CASES = {
     "ln plain loop": ("plain", None, True, False),
     "ln reference": ("lstmkit", "reference", True, False),
 }
+# Not in the default run: the other options of the core on the fused engine (training mode),
+# each against the same torch.nn.LSTM. case name -> lstmkit.LSTM keyword arguments (H = hidden).
+OPTION_CASES = {
+    "peephole fused": lambda H: {"peephole": True},
+    "coupled fused": lambda H: {"coupled": True},
+    "recurrent dropout fused": lambda H: {"recurrent_dropout": 0.25},
+    "zoneout fused": lambda H: {"zoneout": 0.1},
+    "proj fused": lambda H: {"proj_size": H // 2},
+    "everything fused": lambda H: {
+        "peephole": True,
+        "layer_norm": True,
+        "recurrent_dropout": 0.25,
+        "zoneout": 0.1,
+        "proj_size": H // 2,
+    },
+}
 MEMORY_CASES = ["torch.nn.LSTM", "fused", "fused+trace", "ln fused", "ln plain loop"]
 
 
@@ -81,7 +98,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="torch intra-op threads (0 = torch's default for this machine)",
     )
     p.add_argument(
-        "--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES)
+        "--cases",
+        default=",".join(CASES),
+        help="comma-separated cases from: "
+        + ", ".join(CASES)
+        + "; and, not run by default, the other options on the fused engine: "
+        + ", ".join(OPTION_CASES),
     )
     p.add_argument(
         "--configs",
@@ -108,8 +130,11 @@ def build(case: str, T: int, B: int, I: int, H: int):
     """The module, the input and whether to ask for a trace, seeded so every case is alike."""
     import lstmkit
 
-    kind, engine, layer_norm, trace = CASES[case]
     torch.manual_seed(0)
+    if case in OPTION_CASES:
+        module = lstmkit.LSTM(I, H, engine="fused", **OPTION_CASES[case](H))
+        return module, torch.randn(T, B, I, requires_grad=True), False
+    kind, engine, layer_norm, trace = CASES[case]
     if kind == "torch":
         module = torch.nn.LSTM(I, H)
     elif kind == "plain":
@@ -269,9 +294,11 @@ def main(argv=None) -> int:
         configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")]
     repeats, warmup = (3, 1) if args.quick else (args.repeats, args.warmup)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
+    unknown = [c for c in cases if c not in CASES and c not in OPTION_CASES]
     if unknown:
-        raise SystemExit(f"unknown case(s) {unknown}; expected a subset of {list(CASES)}")
+        raise SystemExit(
+            f"unknown case(s) {unknown}; expected names from {list(CASES) + list(OPTION_CASES)}"
+        )
     env = environment()
     results = []
     total = len(configs) * len(cases) * (repeats + warmup)

@@ -69,3 +69,21 @@ def test_plain_loop_baseline_is_the_same_cell() -> None:
     gb = torch.autograd.grad(b.square().sum(), [x, *layer.parameters()])
     for u, v in zip(ga, gb):
         torch.testing.assert_close(u, v, atol=1e-10, rtol=0)
+
+
+def test_option_cases_run(bench, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    out, md = tmp_path / "o.json", tmp_path / "o.md"
+    cases = ["torch.nn.LSTM", *bench.OPTION_CASES]
+    try:
+        bench.main(
+            ["--quick", "--threads", "1", "--no-memory", "--cases", ",".join(cases)]
+            + ["--out", str(out), "--md", str(md)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    for r in report["results"]:
+        assert list(r["cases"]) == cases
+    with pytest.raises(SystemExit, match="unknown case"):
+        bench.main(["--quick", "--cases", "no such case", "--out", str(out), "--md", str(md)])
