@@ -36,6 +36,19 @@ def test_input_errors_match_torch(kind):
     hx = (h2, h2) if kind == "LSTM" else h2
     with pytest.raises(RuntimeError, match="should also be 3-D"):
         ours(torch.randn(T, B, I), hx)
+    _same_error(lambda: ref(torch.randn(0, B, I)), lambda: ours(torch.randn(0, B, I)), RuntimeError)
+
+
+@pytest.mark.parametrize("engine", ["fused", "reference", "native"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_empty_batch_like_torch(kind, engine):
+    """B = 0 runs (as in torch) and gives empty outputs and gradients on every engine."""
+    ref, ours = getattr(torch.nn, kind)(I, H), getattr(lstmkit, kind)(I, H, engine=engine)
+    x = torch.randn(T, 0, I, requires_grad=True)
+    (out, _), (theirs, _) = ours(x), ref(x)
+    assert out.shape == theirs.shape == (T, 0, H)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
 
 
 def test_dtype_and_device_mismatch():

@@ -327,4 +327,4 @@ def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
         cfg.masks.recurrent, valid_rows, *_dense_all(hh), *_dense_all(lnc), *zo,
         _dense(p.w_hr), d_hnew, dh, dc, coupled, cfg.reverse, dpre,
     )  # fmt: skip
-    return dpre.view(T, B, -1, H), dh, dc, d_hnew, tc, ln_c_sums
+    return dpre.view(T, B, act.shape[-1] // H, H), dh, dc, d_hnew, tc, ln_c_sums

@@ -89,6 +89,8 @@ def prepare(module, input, hx, lengths) -> Prepared:
         input = input.unsqueeze(0 if module.batch_first else 1)
     B = input.size(0 if module.batch_first else 1)
     T = input.size(1 if module.batch_first else 0)
+    if T == 0:  # torch's words; every engine needs at least one step
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     if lengths is not None:
         lengths = _check_lengths(lengths, B, T)
     hx = _prepare_hx(module, hx, batched, B, w)
