@@ -4,6 +4,7 @@ build lock, and the switch. (That the loops compute the right thing: tests/test_
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -37,14 +38,22 @@ def test_switch_off(monkeypatch) -> None:
     assert cpu_loops.cpu_loops() is None
 
 
-def test_stale_lock_is_removed_fresh_lock_kept(tmp_path) -> None:
+def test_build_lock_waits_for_a_live_build_and_removes_a_stale_one(tmp_path) -> None:
     lock = tmp_path / "lock"
-    lock.touch()
-    cpu_loops._clear_stale_lock(tmp_path)
-    assert lock.exists()  # a build may be running right now
+    lock.touch()  # a build in another process, which finishes after 0.3 s
+    finisher = threading.Timer(0.3, lock.unlink)
+    finisher.start()
+    start = time.time()
+    cpu_loops._clear_stale_lock(tmp_path, max_age_s=60, poll_s=0.02)
+    assert 0.25 < time.time() - start < 30 and not lock.exists()
+    finisher.join()
+    lock.touch()  # left by a killed build: removed once older than a build can take
     old = time.time() - 3600
     os.utime(lock, (old, old))
     cpu_loops._clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    lock.touch()
+    cpu_loops._clear_stale_lock(tmp_path, max_age_s=0.2, poll_s=0.02)  # ages while we wait
     assert not lock.exists()
     cpu_loops._clear_stale_lock(tmp_path)  # no lock: nothing to do
 

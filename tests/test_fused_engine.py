@@ -119,3 +119,20 @@ def test_compiled_loops_serve_the_lstm(extras, lengths, compiled, monkeypatch):
     (gx_py,) = torch.autograd.grad(out_py.square().sum(), x)
     torch.testing.assert_close(out, out_py, atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(gx, gx_py, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.usefixtures("compiled_loops")
+@pytest.mark.parametrize("extras", [{}, {"peephole": True}, {"coupled": True}])
+def test_saturated_gates_stay_finite_in_float32(extras, monkeypatch):
+    """Pre-activations far beyond the sigmoid's range (|pre| ~ 1e2 .. 1e4): exp overflows in
+    float32; the compiled gates must still saturate to 0 / 1 as the Python loops do."""
+    from lstmkit.engines import cpu_loops
+
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(4, 16, engine="fused", **extras)
+    x = torch.randn(5, 3, 4) * 100
+    out, _ = layer(x)
+    assert torch.isfinite(out).all()
+    monkeypatch.setenv(cpu_loops.ENV_SWITCH, "0")
+    out_py, _ = layer(x)
+    torch.testing.assert_close(out, out_py, atol=1e-5, rtol=1e-5)

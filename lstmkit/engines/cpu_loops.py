@@ -69,17 +69,22 @@ def build_directory(name: str) -> Path:
     return Path(root) / "lstmkit" / f"{name}-{py}-torch{torch.__version__}-{digest}"
 
 
-def _clear_stale_lock(directory: Path, max_age_s: float = 600.0) -> None:
-    """torch's build lock is a file; a build killed half-way (Ctrl-C) leaves it behind and every
-    later build waits on it forever. A build takes well under a minute, so an old one is stale."""
+def _clear_stale_lock(directory: Path, max_age_s: float = 300.0, poll_s: float = 1.0) -> None:
+    """torch's build lock is a file, and torch waits on it without a time limit; a build killed
+    half-way (Ctrl-C) leaves it behind. So wait here instead: until the lock goes (another
+    process finished its build) or is older than a build can take (~20 s here; 300 s allowed),
+    then remove it as stale."""
     lock = directory / "lock"
-    try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return
-    if age > max_age_s:
-        log.warning("lstmkit: removing a stale build lock %s (%.0f s old)", lock, age)
-        lock.unlink(missing_ok=True)
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > max_age_s:
+            log.warning("lstmkit: removing a stale build lock %s (%.0f s old)", lock, age)
+            lock.unlink(missing_ok=True)
+            return
+        time.sleep(poll_s)
 
 
 def _build() -> ModuleType | None:

@@ -60,11 +60,11 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     p, masks, valid = cfg.p, cfg.masks, cfg.valid
     T, B, _ = xp.shape
     H = c0.shape[-1]
-    A = torch.empty_like(xp)
+    A = xp.new_empty(xp.shape)  # contiguous whatever xp's strides (the compiled loops need it)
     Cs = xp.new_empty(T, B, H)
     Hs = xp.new_empty(T, B, h0.shape[-1])
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
-    raw = torch.empty_like(xp) if p.ln_hh is not None else None
+    raw = xp.new_empty(xp.shape) if p.ln_hh is not None else None
     holds = cfg.zoneout_on or valid is not None
     compiled = _compiled_loops(cfg, xp, h0, c0)
     if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)

@@ -15,9 +15,13 @@
 
 namespace lstmkit {
 
+// exp(-x) is capped below overflow: with -ffast-math GCC divides by a reciprocal estimate
+// (vrcpps) that turns 1 / (1 + inf) into NaN for float32 pre-activations below about -88.7.
+// The cap changes the result by less than 1e-38 (float) / 1e-307 (double).
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  constexpr T cap = sizeof(T) == 4 ? T(88) : T(708);
+  return T(1) / (T(1) + std::exp(std::min(-x, cap)));
 }
 
 // One step of lstmkit.cells.lstm.lstm_pointwise_ + lstm_output_ (the loop applies LN_c and the

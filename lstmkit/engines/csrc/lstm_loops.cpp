@@ -36,6 +36,9 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
   const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1), GH = A.size(2);
   const int64_t P = h0.size(1);  // H_out: the projection's size, else H
   const bool proj = has(w_hr_t);
+  TORCH_CHECK(A.is_contiguous() && C.is_contiguous() && Hs.is_contiguous() &&
+                  (!has(Cn) || Cn->is_contiguous()) && c0.is_contiguous() && h0.is_contiguous(),
+              "lstm_forward_loop: A, C, Hs, Cn, h0 and c0 must be contiguous");
   const bool zoneout = has(zo_h);
   TORCH_CHECK(!zoneout || (has(zo_c) && has(Cn) && zo_h->is_contiguous() &&
                            zo_c->is_contiguous()),
