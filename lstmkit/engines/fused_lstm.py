@@ -40,7 +40,6 @@ from lstmkit.engines.fused_common import (
     add_all,
     add_previous_,
     layer_norm_input_grad,
-    layer_norm_stats,
     mul_previous_,
     split_state_grad,
     sum_with_previous,
@@ -66,7 +65,7 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
     raw = xp.new_empty(xp.shape) if p.ln_hh is not None else None
     holds = cfg.zoneout_on or valid is not None
-    compiled = _compiled_loops(cfg, xp, h0, c0)
+    compiled = _compiled_loops(xp, h0, c0)
     if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)
         zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, h0.shape[-1])
         Cn = xp.new_empty(T, B, H) if zo_h is not None else None
@@ -103,7 +102,7 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     return Hs, Cs, Cn, A, raw
 
 
-def _compiled_loops(cfg, *tensors: Tensor):
+def _compiled_loops(*tensors: Tensor):
     """The compiled loops where they take these tensors (CPU, float32 / float64), else None."""
     return cpu_loops() if usable(*tensors) else None
 
@@ -265,7 +264,7 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     dh = dH[first] if dH is not None else torch.zeros_like(Hs[0])
     dc = add_all(d_last, None if dC is None else dC[first])
     dc = torch.zeros_like(Cs[0]) if dc is None else dc
-    compiled = _compiled_loops(cfg, act, dh, dc)
+    compiled = _compiled_loops(act, dh, dc)
     ln_stats = d_ctil = ln_c_sums = None
     if compiled is not None:
         dpre, dh, dc, d_hnew, tc, ln_c_sums = _compiled_chain(
@@ -311,16 +310,17 @@ def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
     if p.ln_hh is not None:  # rec holds raw, its statistics and the draw buffer
         rec.ln_hh_grad = torch.zeros_like(p.ln_hh)
         hh = (rec.ln_hh, rec.raw, rec.mean, rec.rstd, rec.draw, rec.ln_hh_grad)
-    lnc, ln_c_sums = (None,) * 5, None
-    if p.ln_c_w is not None:
+    lnc, ln_c_sums, y_c = (None,) * 5, None, c_new  # y_c: LN_c(c_new), or c_new
+    if p.ln_c_w is not None:  # one layer norm gives the statistics (T, B, 1) and y_c
         ln_c_sums = Cs.new_zeros(2, H)
-        lnc = (p.ln_c_w, p.ln_c_b, *layer_norm_stats(c_new), ln_c_sums)  # stats (T, B, 1)
+        y_c, mean, rstd = torch.native_layer_norm(c_new, [H], p.ln_c_w, p.ln_c_b, LN_EPS)
+        lnc = (p.ln_c_w, p.ln_c_b, mean, rstd, ln_c_sums)
     zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, Hs.shape[-1])
     zo = (zo_h, zo_c, c_new if zo_h is not None else None)
     d_hnew = tc = None
     if p.w_hr is not None:  # dW_hr = sum_t d h_new^T (o tanh(LN_c(c))) after the loop
         d_hnew = torch.empty_like(Hs)
-        tc = torch.tanh(c_new if p.ln_c_w is None else layer_norm(c_new, p.ln_c_w, p.ln_c_b))
+        tc = torch.tanh(y_c)
     dH, dC = d_seq
     dh, dc = compiled.lstm_backward_loop(
         act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
