@@ -87,3 +87,21 @@ def test_option_cases_run(bench, tmp_path: Path) -> None:
         assert list(r["cases"]) == cases
     with pytest.raises(SystemExit, match="unknown case"):
         bench.main(["--quick", "--cases", "no such case", "--out", str(out), "--md", str(md)])
+
+
+def test_step_cost_runs(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("step_cost", SCRIPT.parent / "step_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    out, md = tmp_path / "s.json", tmp_path / "s.md"
+    try:
+        module.main(
+            ["--config", "4,2,3,5", "--repeats", "1", "--no-build"]
+            + ["--out", str(out), "--md", str(md)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    assert report["config"] == [4, 2, 3, 5]
+    assert report["recurrent addmm (us)"] > 0 and report["fused GRU / torch.nn.GRU"] > 0
