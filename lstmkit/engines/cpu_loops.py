@@ -1,16 +1,15 @@
 """The fused engine's compiled LSTM time loops (csrc/lstm_loops.cpp), built on first use.
 
-Why: at small sizes an LSTM step is a ~12 us matmul plus ~8 eager torch calls of ~3 us each
-(measured, docs/engines.md), so a Python time loop costs twice torch.nn.LSTM's oneDNN kernel
-however the calls are arranged. The compiled loop keeps the matmul in ATen and does the gate
-arithmetic in one vectorised pass, which brings the step down to the matmul plus a few us.
+Why: at small sizes an LSTM step is a 14.5 us matmul plus eight eager torch calls of 3.8 us each
+(T, B, I, H = 200, 16, 128, 128; benchmarks/step_cost.py), so the Python time loops measured 1.53x
+torch.nn.LSTM's fwd+bwd time there (benchmarks/results/engines-cpu-python-loops.md). The compiled
+loop keeps the matmul in ATen and does the gate arithmetic in one vectorised pass (1.12x).
 
 The extension is compiled by torch.utils.cpp_extension (needs a C++ compiler, the Python headers
 and ninja) once per machine and cached under ~/.cache/torch_extensions/lstmkit (the environment
-variable TORCH_EXTENSIONS_DIR moves it); the first call takes ~20 s. Where compiling fails, the
-fused engine runs its pure-PyTorch loops (same results, slower at small sizes) and a warning says
-why, once.
-LSTMKIT_CPU_LOOPS=0 skips the compiled loops altogether.
+variable TORCH_EXTENSIONS_DIR moves it); the first call took 29 s on the 2-core development
+machine. Where compiling fails, the fused engine runs its pure-PyTorch loops (same results, slower
+at small sizes) and a warning says why, once. LSTMKIT_CPU_LOOPS=0 skips the compiled loops.
 """
 
 from __future__ import annotations
@@ -72,8 +71,8 @@ def build_directory(name: str) -> Path:
 def _clear_stale_lock(directory: Path, max_age_s: float = 300.0, poll_s: float = 1.0) -> None:
     """torch's build lock is a file, and torch waits on it without a time limit; a build killed
     half-way (Ctrl-C) leaves it behind. So wait here instead: until the lock goes (another
-    process finished its build) or is older than a build can take (~20 s here; 300 s allowed),
-    then remove it as stale."""
+    process finished its build) or is older than a build can take (29 s measured here; 300 s
+    allowed), then remove it as stale."""
     lock = directory / "lock"
     while True:
         try:
@@ -106,8 +105,9 @@ def _build() -> ModuleType | None:
     except Exception as exc:  # no compiler / headers / ninja: the pure-PyTorch loops still work
         warnings.warn(
             f"lstmkit could not build its compiled CPU loops ({type(exc).__name__}: {exc}). "
-            "The fused engine falls back to its pure-PyTorch loops: same results, up to ~1.6x "
-            "slower at small sizes. Install a C++ compiler and `pip install ninja` to get them, "
+            "The fused engine falls back to its pure-PyTorch loops: same results, slower at "
+            "small sizes (measured 1.37x at T=200, B=16, H=128). Install a C++ compiler and "
+            "`pip install ninja` to get them, "
             f"or set {ENV_SWITCH}=0 to silence this.",
             RuntimeWarning,
             stacklevel=3,
