@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 from fused_helpers import compiled_loops, one_thread  # noqa: F401  (fixtures)
@@ -26,23 +28,49 @@ def test_auto_prefers_native_then_fused() -> None:
         assert layer.last_engine == "fused", layer.last_engine_reason
 
 
-def test_float32_close_to_float64() -> None:
-    """float32 rounding: the fused engine's error against a float64 run is that of float32
-    arithmetic (gradients here reach ~100, so the bound is relative to the largest one)."""
-    torch.manual_seed(0)
+def _float32_errors(engine: str, seed: int) -> tuple[float, float]:
+    """Norm-wise relative error of a float32 run of `engine` against a float64 reference run
+    (same weights and input): (output, all parameter gradients concatenated)."""
+    torch.manual_seed(seed)
     kw = dict(num_layers=2, peephole=True, layer_norm=True)
-    fused = lstmkit.LSTM(8, 16, engine="fused", **kw)
+    layer = lstmkit.LSTM(8, 16, engine=engine, **kw)
     truth = lstmkit.LSTM(8, 16, engine="reference", **kw).double()
-    truth.load_state_dict(fused.state_dict())
+    truth.load_state_dict(layer.state_dict())
     x = torch.randn(20, 4, 8)
-    (a, _), (b, _) = fused(x), truth(x.double())
+    (a, _), (b, _) = layer(x), truth(x.double())
     a.square().sum().backward()
     b.square().sum().backward()
-    torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=1e-5)
-    for (name, pa), pb in zip(fused.named_parameters(), truth.parameters()):
-        scale = pb.grad.abs().max().item()
-        err = (pa.grad.double() - pb.grad).abs().max().item()
-        assert err <= 2e-5 * scale, f"{name}: error {err:.2e} against max |grad| {scale:.3g}"
+    ga = torch.cat([p.grad.double().flatten() for p in layer.parameters()])
+    gb = torch.cat([p.grad.flatten() for p in truth.parameters()])
+    return ((a.double() - b).norm() / b.norm()).item(), ((ga - gb).norm() / gb.norm()).item()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_close_to_float64(threads: int) -> None:
+    """float32 rounding: the fused engine's error against float64 is that of float32 arithmetic,
+    i.e. of the same layer run in float32 through torch's own ops (the reference engine).
+
+    Why not a fixed bound on one run: how much float32 rounding grows over 20 steps of a
+    layer-norm LSTM depends on the draw and on the summation order of the machine's BLAS (its
+    kernels differ between Intel and AMD CPUs and between thread counts). Over 12 draws the
+    gradient error of every float32 engine here spans 1e-6 .. 6e-5, and which engine is worst
+    changes from draw to draw. So: typical errors (medians over draws) are compared, and each
+    draw must stay far from what a real defect gives (a bfloat16 step or a wrong derivative:
+    1e-3 and more)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fused = [_float32_errors("fused", seed) for seed in range(8)]
+        ref = [_float32_errors("reference", seed) for seed in range(8)]
+    finally:
+        torch.set_num_threads(before)
+    for seed, (out_err, grad_err) in enumerate(fused):
+        assert out_err < 1e-5, f"seed {seed}: output error {out_err:.2e}"
+        assert grad_err < 5e-4, f"seed {seed}: gradient error {grad_err:.2e}"
+    for k, what in enumerate(("output", "gradient")):
+        mf = statistics.median(e[k] for e in fused)
+        mr = statistics.median(e[k] for e in ref)
+        assert mf <= 3 * mr + 1e-7, f"median {what} error {mf:.2e} vs float32 torch ops {mr:.2e}"
 
 
 def test_trace_gradients_flow() -> None:
