@@ -27,22 +27,12 @@ def make_call(layer, x, hx, lengths, return_trace: bool) -> RecurrentCall:
     xx = prep.x
     T, B = (xx.shape[1], xx.shape[0]) if layer.batch_first else (xx.shape[0], xx.shape[1])
     return RecurrentCall(
-        cell=layer.cell,
-        opts=layer.opts,
+        spec=layer.spec,
         params=layer._params(),
         x=xx,
         hx=prep.hx,
         lengths=prep.lengths,
-        batch_first=layer.batch_first,
-        num_layers=layer.num_layers,
-        bidirectional=layer.bidirectional,
-        hidden_size=layer.hidden_size,
-        proj_size=layer.proj_size,
-        bias=layer.bias,
-        dropout=layer.dropout,
         training=layer.training,
-        zoneout=layer.zoneout,
-        recurrent_dropout=layer.recurrent_dropout,
         masks=layer._sample_masks(T, B, xx),
         return_trace=return_trace,
     )

@@ -74,10 +74,20 @@ class CellOptions:
 
 
 class Cell(ABC):
-    """One recurrent cell type. Subclasses are stateless; adding a cell is adding a file."""
+    """One recurrent cell type. Subclasses are stateless; adding a cell is adding a file that
+    defines one and passes it to lstmkit.cells.register_cell (tests/fixtures/janet_cell.py)."""
 
-    name: str  # torch's mode name: "LSTM", "GRU", "RNN_TANH" / "RNN_RELU" are both "RNN" here
-    state_names: tuple[str, ...]  # ("h", "c") for LSTM, ("h",) otherwise
+    name: str  # unique in lstmkit.cells.registry; "LSTM", "GRU", "RNN" for torch's three
+    state_names: tuple[str, ...]  # ("h", "c") for LSTM, ("h",) otherwise; h comes first
+    supports_projection: bool = False  # proj_size (LSTM)
+    supports_peephole: bool = False
+    supports_coupled: bool = False
+
+    def torch_mode(self, opts: CellOptions) -> str | None:
+        """torch's name for the same cell ("LSTM", "GRU", "RNN_TANH", "RNN_RELU") when torch has
+        a kernel computing exactly this step, else None. Engines that wrap torch's kernels look
+        the mode up in their own tables; a cell torch lacks keeps the default."""
+        return None
 
     @abstractmethod
     def layout(self, opts: CellOptions) -> tuple[str, ...]:

@@ -32,6 +32,10 @@ class GRUCellKind(Cell):
     name = "GRU"
     state_names = ("h",)
 
+
+    def torch_mode(self, opts: CellOptions) -> str | None:
+        return "GRU"
+
     def layout(self, opts: CellOptions) -> tuple[str, ...]:
         return GRU_GATES
 

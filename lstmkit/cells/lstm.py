@@ -92,6 +92,13 @@ class LSTMCellKind(Cell):
     name = "LSTM"
     state_names = ("h", "c")
 
+    supports_projection = True
+    supports_peephole = True
+    supports_coupled = True
+
+    def torch_mode(self, opts: CellOptions) -> str | None:
+        return None if opts.coupled else "LSTM"
+
     def layout(self, opts: CellOptions) -> tuple[str, ...]:
         return lstm_layout(opts.coupled)
 

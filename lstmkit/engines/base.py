@@ -1,16 +1,29 @@
-"""The engine boundary: what a layer hands to an engine, and what it gets back.
+"""The engine contract: what a layer hands to an engine, what an engine writes, what it returns.
+
+    RecurrentSpec   the static structure of a stack (cell, sizes, layers, directions, options),
+                    built once when the layer is constructed
+    RecurrentCall   one forward pass: spec + parameters, input, initial states, lengths, masks
+    DirectionCall   one layer and direction of that pass, in time-major canonical form
+    Engine          `unsupported(call)` says whether it computes a call exactly (and why not);
+                    `run_direction(call, d)` computes one layer-direction. The loop over layers and
+                    directions (inter-layer dropout, states, traces) is `run_stack`, written once
+                    here; an engine that computes whole stacks (native) overrides `run` instead.
 
 A layer (lstmkit.nn) validates the user's input, turns PackedSequence / unbatched / lengths= input
-into one canonical RecurrentCall, samples the regularisers' masks, and lets an engine compute.
-An engine only computes: it never sees PackedSequence or unbatched tensors. To add an engine,
-write a module with an Engine subclass and list it in lstmkit.engines.ENGINE_MODULES.
+into one canonical RecurrentCall, samples the regularisers' masks, and lets an engine compute; an
+engine never sees PackedSequence or unbatched tensors. Engines know cells through tables keyed by
+the cell object (see lstmkit.cells.registry): a cell without an entry is `unsupported`, never
+computed as some other cell. To add an engine, write a module with one Engine subclass and list
+it in lstmkit.engines.ENGINE_MODULES; no engine imports another.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.cells.base import Cell, CellOptions, LayerParams
@@ -18,34 +31,25 @@ from lstmkit.cells.regularizers import StepMasks
 from lstmkit.trace import Trace
 
 
-@dataclass
-class RecurrentCall:
-    """One forward pass of a whole stack, in canonical form.
-
-    x: (T, B, I), or (B, T, I) when batch_first. lengths: (B,) int64 on CPU, each in [1, T], or None
-    (all sequences full length). hx: the initial states as in cell.state_names, each (L*D, B, *):
-    h (L*D, B, H_out), c (L*D, B, H). params: L*D entries, layer-major then direction.
-    masks: L*D StepMasks when a stochastic regulariser is active in training, else None.
-    """
+@dataclass(frozen=True)
+class RecurrentSpec:
+    """The static structure of a stack (the layer rebuilds it when one of these attributes
+    changes)."""
 
     cell: Cell
     opts: CellOptions
-    params: list[LayerParams]
-    x: Tensor
-    hx: tuple[Tensor, ...]
-    lengths: Tensor | None
-    batch_first: bool
-    num_layers: int
-    bidirectional: bool
+    input_size: int
     hidden_size: int
-    proj_size: int
-    bias: bool
-    dropout: float  # between layers, on every layer's output but the last
-    training: bool
+    num_layers: int = 1
+    bidirectional: bool = False
+    proj_size: int = 0
+    bias: bool = True
+    batch_first: bool = False
+    dropout: float = 0.0  # between layers, on every layer's output but the last
+    peephole: bool = False
+    layer_norm: bool = False
     zoneout: tuple[float, float] = (0.0, 0.0)  # (cell, hidden) rates
     recurrent_dropout: float = 0.0
-    masks: list[StepMasks] | None = None
-    return_trace: bool = False
 
     @property
     def num_directions(self) -> int:
@@ -54,16 +58,69 @@ class RecurrentCall:
     @property
     def has_structural_extras(self) -> bool:
         """Peepholes, layer norm or a coupled gate: cells torch's kernels do not have."""
-        p = self.params[0]
-        return (
-            self.opts.coupled or p.w_peep is not None or p.ln_ih is not None or p.ln_c_w is not None
-        )
+        return self.opts.coupled or self.peephole or self.layer_norm
+
+
+@dataclass
+class RecurrentCall:
+    """One forward pass of a whole stack, in canonical form. The spec's fields read as the call's
+    own (call.cell, call.num_layers, ...).
+
+    x: (T, B, I), or (B, T, I) when batch_first. lengths: (B,) int64 on CPU, each in [1, T], or None
+    (all sequences full length). hx: the initial states as in cell.state_names, each (L*D, B, *):
+    h (L*D, B, H_out), c (L*D, B, H). params: L*D entries, layer-major then direction.
+    masks: L*D StepMasks when a stochastic regulariser is active in training, else None.
+    """
+
+    spec: RecurrentSpec
+    params: list[LayerParams]
+    x: Tensor
+    hx: tuple[Tensor, ...]
+    lengths: Tensor | None = None
+    training: bool = False
+    masks: list[StepMasks] | None = None
+    return_trace: bool = False
+
+    def __getattr__(self, name: str):
+        if name == "spec":  # not set yet (copy / unpickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.spec, name)
 
     @property
     def has_step_regularizers(self) -> bool:
         """Recurrent dropout or zoneout: they change the step itself (zoneout in eval too)."""
         active_dropout = self.training and self.recurrent_dropout > 0
         return active_dropout or any(z > 0 for z in self.zoneout)
+
+    @property
+    def eval_zoneout(self) -> tuple[float, float]:
+        """The zoneout rates (hidden, cell) applied as an expectation: evaluation mode only."""
+        return (0.0, 0.0) if self.training else (self.zoneout[1], self.zoneout[0])
+
+
+@dataclass
+class DirectionCall:
+    """One layer and direction. x (T, B, I) time-major; state as in cell.state_names, (B, H_out)
+    and (B, H); valid (T, B, 1) bool or None (all full length); masks never None."""
+
+    x: Tensor
+    state: tuple[Tensor, ...]
+    params: LayerParams
+    layer: int
+    reverse: bool
+    valid: Tensor | None
+    masks: StepMasks = field(default_factory=StepMasks)
+
+
+@dataclass
+class DirectionResult:
+    """output (T, B, H_out), zero past each length; state: the final states; record: with
+    call.return_trace, {gate names..., "c" (cells with one), "h"} as (T, B, *), zero past each
+    length; else {}."""
+
+    output: Tensor
+    state: tuple[Tensor, ...]
+    record: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,6 +140,77 @@ class Engine(ABC):
     def unsupported(self, call: RecurrentCall) -> str | None:
         """None if this engine computes `call` exactly; otherwise the reason, in a few words."""
 
-    @abstractmethod
+    def run_direction(self, call: RecurrentCall, d: DirectionCall) -> DirectionResult:
+        """Compute one layer and direction. Only called when `unsupported(call)` is None."""
+        raise NotImplementedError(f"engine {self.name!r} computes whole stacks (see its run)")
+
     def run(self, call: RecurrentCall) -> RecurrentResult:
-        """Compute the call. Only called when `unsupported(call)` is None."""
+        """Compute the call: by default every layer and direction through run_direction."""
+        return run_stack(self, call)
+
+
+def valid_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
+    """(T, B, 1) bool, True where step t is inside sequence b; None when all are full length."""
+    if lengths is None:
+        return None
+    steps = torch.arange(T, device=device)[:, None]
+    return (steps < lengths.to(device)[None, :]).unsqueeze(-1)
+
+
+def run_stack(engine: Engine, call: RecurrentCall) -> RecurrentResult:
+    """Every layer and direction through engine.run_direction; dropout between layers (torch's
+    RNG, so two engines given the same seed draw the same masks); states and traces gathered."""
+    x = call.x.transpose(0, 1) if call.batch_first else call.x  # (T, B, I)
+    valid = valid_mask(call.lengths, x.shape[0], x.device)
+    D = call.num_directions
+    finals: list[tuple[Tensor, ...]] = []
+    records: list[dict[str, Tensor]] = []
+    layer_input = x
+    for layer in range(call.num_layers):
+        outs = []
+        for direction in range(D):
+            k = layer * D + direction
+            d = DirectionCall(
+                x=layer_input,
+                state=tuple(s[k] for s in call.hx),
+                params=call.params[k],
+                layer=layer,
+                reverse=direction == 1,
+                valid=valid,
+                masks=call.masks[k] if call.masks is not None else StepMasks(),
+            )
+            result = engine.run_direction(call, d)
+            outs.append(result.output)
+            finals.append(result.state)
+            records.append(result.record)
+        layer_input = torch.cat(outs, dim=-1) if D == 2 else outs[0]  # (T, B, D*H_out)
+        if call.dropout > 0 and call.training and layer < call.num_layers - 1:
+            layer_input = F.dropout(layer_input, call.dropout, training=True)
+    output = layer_input.transpose(0, 1) if call.batch_first else layer_input
+    h_n = tuple(torch.stack([f[i] for f in finals]) for i in range(len(call.hx)))
+    trace = build_trace(call, records) if call.return_trace else None
+    return RecurrentResult(output, h_n, trace)
+
+
+def build_trace(call: RecurrentCall, records: list[dict[str, Tensor]]) -> Trace:
+    """records[layer*D + d][name] (T, B, *) -> Trace with (L, D, T, B, *) tensors."""
+    L, D = call.num_layers, call.num_directions
+
+    def stacked(name: str) -> Tensor:
+        per_layer = [torch.stack([records[l * D + d][name] for d in range(D)]) for l in range(L)]
+        return torch.stack(per_layer)
+
+    names = call.cell.trace_gates(call.opts)
+    return Trace(
+        mode=call.cell.name,
+        gate_names=names,
+        gates={n: stacked(n) for n in names},
+        hidden=stacked("h"),
+        cell=stacked("c") if "c" in call.cell.state_names else None,
+        lengths=call.lengths,
+    )
+
+
+def masked(x: Tensor, valid: Tensor | None) -> Tensor:
+    """x (T, B, *) with the steps past each sequence's end zeroed."""
+    return x if valid is None else torch.where(valid, x, 0.0)

@@ -1,6 +1,6 @@
-"""What the fused engine's backward passes share: the recurrent projection's gradient (per step
-and, for the weights, once after the loop), the previous-state stacks and the zoneout / length
-split of a state's gradient.
+"""What the fused engine's loops share: the constant part of a direction (DirectionConfig), the
+recurrent projection's gradient (per step and, for the weights, once after the loop), the
+previous-state stacks and the zoneout / length split of a state's gradient.
 
 Notation (per layer and direction, indexed by time t, visited in reverse processing order):
     h_in_t = h_{t-1} * rmask                        recurrent dropout mask, or no mask
@@ -11,12 +11,53 @@ dhp_t is the gradient of the loss w.r.t. hp_t; the cell's backward computes it p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from lstmkit.cells.base import LN_EPS
+from lstmkit.cells.base import LN_EPS, Cell, CellOptions, LayerParams
+from lstmkit.cells.regularizers import StepMasks
 
 _ln_backward = torch.ops.aten.native_layer_norm_backward
+
+
+@dataclass
+class DirectionConfig:
+    """Everything a direction needs besides the differentiable tensors (constant in backward)."""
+
+    cell: Cell
+    opts: CellOptions
+    p: LayerParams
+    reverse: bool
+    valid: Tensor | None  # (T, B, 1) bool
+    masks: StepMasks
+    rates: tuple[float, float]  # eval-mode zoneout (hidden, cell); 0 in training
+    keep_hp: bool  # GRU: the backward needs W_hn h_{t-1} + b_hn
+    return_trace: bool  # return the c states and the gates as outputs too
+
+    @property
+    def zoneout_on(self) -> bool:
+        masks = (self.masks.zoneout_h, self.masks.zoneout_c)
+        return any(m is not None for m in masks) or any(r > 0 for r in self.rates)
+
+    def keep_coefficient(self, which: int, dtype: torch.dtype) -> Tensor | None:
+        """d state_t / d new_t for state `which` (0 = h, 1 = c): (T, B, *) or None for 1.
+
+        state_t = where(valid, zoneout(prev, new), prev) = a * new + (1 - a) * prev with
+        a = valid * (1 - zoneout mask) in training, valid * (1 - rate) in evaluation.
+        """
+        mask = (self.masks.zoneout_h, self.masks.zoneout_c)[which]
+        rate = self.rates[which]
+        a = None
+        if mask is not None:
+            a = 1.0 - mask
+        elif rate > 0:
+            a = torch.full((1, 1, 1), 1.0 - rate, dtype=dtype, device=self.p.w_hh.device)
+        if self.valid is not None:
+            v = self.valid.to(dtype)
+            a = v if a is None else a * v
+        return a
 
 
 def previous_states(states: Tensor, s0: Tensor, reverse: bool) -> Tensor:

@@ -1,4 +1,5 @@
-"""Backward through time of the GRU and the plain RNN (lstmkit.cells.gru / rnn), fused engine.
+"""The GRU and the plain RNN (lstmkit.cells.gru / rnn) in the fused engine: the forward time loop
+(the cells' own pointwise functions under no_grad) and the backward through time.
 
 GRU, with the forward's saved r, z, n and hn = (hp_t)_n = LN_hh(W_hh h_in)_n + b_hn:
 
@@ -15,14 +16,118 @@ The coefficients are computed for all steps at once before the loop, as for the 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
+from lstmkit.cells.base import recurrent_projection
+from lstmkit.cells.gru import gru_pointwise
+from lstmkit.cells.regularizers import zoneout
+from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.fused_common import (
+    DirectionConfig,
     RecurrentProjectionGrad,
     add_all,
     add_previous_,
     split_state_grad,
     visit_order,
 )
+
+
+def step_function(cfg: DirectionConfig, xp: Tensor):
+    """GRU / RNN: the per-step computation (B, G*H) -> new state and gates, with the
+    loop-invariant work done once: W_hh^T made contiguous (a faster matmul every step).
+    Returns (step, hps): step(t, h_in, state) -> (new state, gates, hp); hps is the
+    (T, B, G*H) stack the GRU step writes its projections into, else None. The pointwise math
+    is the cells' own functions."""
+    cell, opts, p = cfg.cell, cfg.opts, cfg.p
+    w_t = p.w_hh.t().contiguous()  # (H_out, G*H)
+    if p.ln_hh is not None:  # the layer norm needs W_hh h on its own: the readable path
+
+        def generic(t, h_in, state):
+            hp = recurrent_projection(h_in, p)
+            return *cell.step(xp[t], hp, state, p, opts), hp
+
+        return generic, None
+    if cell.name == "GRU":  # r scales W_hn h + b_hn: hp stays separate from xp
+        hps = torch.empty_like(xp)  # (T, B, 3H): kept for the backward, written in place
+
+        def gru(t, h_in, state):
+            hp = hps[t]
+            if p.b_hh is None:
+                torch.mm(h_in, w_t, out=hp)
+            else:
+                torch.addmm(p.b_hh, h_in, w_t, out=hp)
+            h, gates = gru_pointwise(xp[t], hp, state[0])
+            return (h,), gates, hp
+
+        return gru, hps
+    # RNN: run_direction folded b_hh into xp, so the projection is one plain mm per step;
+    # `buf` is reused every step (a fresh (B, H) result each step costs page faults)
+    assert p.b_hh is None, "fold b_hh into the input projection (see run_direction)"
+    buf = torch.empty_like(xp[0])
+
+    def rnn(t, h_in, state):
+        hp = torch.mm(h_in, w_t, out=buf)
+        return (rnn_pointwise(xp[t], hp, opts.nonlinearity),), {}, None
+
+    return rnn, None
+
+
+class StepRows:
+    """A (T, *) tensor filled one step at a time, allocated at the first write. Copying each
+    step's result in keeps the forward's peak memory at one copy (a list stacked at the end
+    holds two)."""
+
+    def __init__(self, T: int) -> None:
+        self.T, self.data = T, None
+
+    def __setitem__(self, t: int, value: Tensor) -> None:
+        if self.data is None:
+            self.data = value.new_empty((self.T, *value.shape))
+        self.data[t].copy_(value)
+
+
+def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
+    """GRU / RNN: the reference engine's time loop without autograd, keeping what backward needs
+    (the LSTM has its own loop that writes in place: lstmkit.engines.fused_lstm.lstm_forward).
+
+    Returns per-state stacks (T, B, *) of the states after each step, of the cell's new values
+    before zoneout (the same stacks when zoneout is off), the gates {name: (T, B, H)}, and the
+    recurrent projections (T, B, G*H) when cfg.keep_hp, else None. Indexed by time, not by order.
+    """
+    masks = cfg.masks
+    T = xp.shape[0]
+    n = len(state)
+    step, hp_stack = step_function(cfg, xp)
+    states = [StepRows(T) for _ in range(n)]
+    news = [StepRows(T) for _ in range(n)] if cfg.zoneout_on else states
+    gates = {g: StepRows(T) for g in cfg.cell.trace_gates(cfg.opts)}
+    hps = StepRows(T) if cfg.keep_hp and hp_stack is None else None
+    zoneout_masks = (masks.zoneout_h, masks.zoneout_c)
+    zoneout_on, valid, rmask = cfg.zoneout_on, cfg.valid, masks.recurrent
+    for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
+        h_in = state[0] if rmask is None else state[0] * rmask
+        new, step_gates, hp = step(t, h_in, state)
+        if zoneout_on:
+            for k in range(n):
+                news[k][t] = new[k]
+            new = tuple(
+                zoneout(old, upd, None if zm is None else zm[t], rate)
+                for old, upd, zm, rate in zip(state, new, zoneout_masks, cfg.rates)
+            )
+        if valid is not None:  # hold the state past each sequence's end
+            new = tuple(torch.where(valid[t], upd, old) for upd, old in zip(new, state))
+        state = new
+        for k in range(n):
+            states[k][t] = state[k]
+        for name, value in step_gates.items():
+            gates[name][t] = value
+        if hps is not None:
+            hps[t] = hp
+    if hps is not None:
+        hp_stack = hps.data
+    stacked = [s.data for s in states]
+    stacked_new = [s.data for s in news]
+    return stacked, stacked_new, {k: v.data for k, v in gates.items()}, hp_stack
 
 
 def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:

@@ -27,12 +27,8 @@ def flat_weights(call: RecurrentCall) -> list[Tensor]:
     return flat
 
 
-def _kernel(call: RecurrentCall):
-    if call.cell.name == "LSTM":
-        return _VF.lstm
-    if call.cell.name == "GRU":
-        return _VF.gru
-    return _VF.rnn_tanh if call.opts.nonlinearity == "tanh" else _VF.rnn_relu
+# torch's mode name (Cell.torch_mode) -> its kernel; a cell without an entry is unsupported
+KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
 def _hx_arg(hx: tuple[Tensor, ...]):
@@ -48,16 +44,21 @@ class NativeEngine(Engine):
     priority = 100
 
     def unsupported(self, call: RecurrentCall) -> str | None:
+        extras = {"peephole": call.peephole, "layer_norm": call.layer_norm}
+        extras["coupled"] = call.opts.coupled
+        if any(extras.values()):
+            on = " / ".join(k for k, v in extras.items() if v)
+            return f"{on} is not in torch's kernels"
+        if call.cell.torch_mode(call.opts) not in KERNELS:
+            return f"torch has no kernel for the {call.cell.name} cell"
         if call.return_trace:
             return "gate traces requested (torch's kernels do not expose gates)"
-        if call.has_structural_extras:
-            return "peephole / layer_norm / coupled cell is not a torch.nn cell"
         if call.has_step_regularizers:
             return "recurrent dropout or zoneout changes the step itself"
         return None
 
     def run(self, call: RecurrentCall) -> RecurrentResult:
-        kernel, weights = _kernel(call), flat_weights(call)
+        kernel, weights = KERNELS[call.cell.torch_mode(call.opts)], flat_weights(call)
         args = (call.bias, call.num_layers, call.dropout, call.training, call.bidirectional)
         if call.lengths is None:
             out, h_n = _results(kernel(call.x, _hx_arg(call.hx), weights, *args, call.batch_first))

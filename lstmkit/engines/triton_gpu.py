@@ -29,11 +29,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lstmkit.cells.base import LayerParams, input_projection
+from lstmkit.cells.base import input_projection
 from lstmkit.cells.gates import GRU_GATES, LSTM_GATES, split
+from lstmkit.cells.gru import GRU
+from lstmkit.cells.lstm import LSTM
 from lstmkit.cells.regularizers import StepMasks
-from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
-from lstmkit.engines.reference import run_stack
+from lstmkit.cells.rnn import RNN
+from lstmkit.engines.base import DirectionCall, DirectionResult, Engine, RecurrentCall, masked
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 WEIGHTS = ("w_hh", "b_hh", "ln_hh", "w_peep", "ln_c_w", "ln_c_b", "w_hr")
@@ -219,42 +221,38 @@ class TritonDirection(torch.autograd.Function):
         return (None, *triton_backward.direction_backward(ctx, d_hs, d_cs))
 
 
-def run_direction(
-    call: RecurrentCall,
-    x: Tensor,
-    state: tuple[Tensor, ...],
-    p: LayerParams,
-    reverse: bool,
-    valid: Tensor | None,
-    masks: StepMasks | None,
-):
-    """Same contract as lstmkit.engines.reference.run_direction."""
+def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
+    """One layer and direction (the Engine contract's run_direction)."""
+    x, state, p, valid = d.x, d.state, d.params, d.valid
     spec = Spec(
         cell=call.cell.name,
         coupled=call.opts.coupled,
         relu=call.opts.nonlinearity == "relu",
-        reverse=reverse,
+        reverse=d.reverse,
         valid=None if valid is None else valid[..., 0].to(torch.int8).contiguous(),
-        masks=masks or StepMasks(),
-        rates=(0.0, 0.0) if call.training else (call.zoneout[1], call.zoneout[0]),
+        masks=d.masks,
+        rates=call.eval_zoneout,
         hidden_size=call.hidden_size,
     )
     xp = input_projection(x, p)  # (T, B, G*H)
     c0 = state[1] if len(state) > 1 else state[0].new_empty(0)
     hs, cs, gates = TritonDirection.apply(spec, xp, state[0], c0, *(getattr(p, f) for f in WEIGHTS))
-    last = 0 if reverse else x.shape[0] - 1
+    last = 0 if d.reverse else x.shape[0] - 1
     final = (hs[last], cs[last]) if spec.cell == "LSTM" else (hs[last],)
-    out = hs if valid is None else torch.where(valid, hs, 0.0)
+    out = masked(hs, valid)
     record: dict[str, Tensor] = {}
     if call.return_trace:
         names = {"LSTM": LSTM_GATES, "GRU": GRU_GATES}.get(spec.cell, ())
         named = split(gates.to(x.dtype), names) if names else {}
         if spec.cell == "LSTM":
             named["c"] = cs.detach()
-        for name, value in named.items():
-            record[name] = value if valid is None else torch.where(valid, value, 0.0)
+        record = {name: masked(value, valid) for name, value in named.items()}
         record["h"] = out
-    return out, final, record
+    return DirectionResult(out, final, record)
+
+
+# The cells these kernels compute; any other cell is unsupported.
+CELLS = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
 
 
 class TritonEngine(Engine):
@@ -262,6 +260,8 @@ class TritonEngine(Engine):
     priority = 75  # below native (cuDNN, exact torch), above the fused eager engine
 
     def unsupported(self, call: RecurrentCall) -> str | None:
+        if call.cell not in CELLS:
+            return f"no Triton kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
         if importlib.util.find_spec("triton") is None:
             return "triton is not installed (pip install 'lstmkit[triton]')"
         if not call.x.is_cuda and not interpreting():
@@ -270,5 +270,5 @@ class TritonEngine(Engine):
             return f"dtype {call.x.dtype} is not one of {DTYPES}"
         return None
 
-    def run(self, call: RecurrentCall) -> RecurrentResult:
-        return run_stack(call, run_direction)
+    def run_direction(self, call: RecurrentCall, d: DirectionCall) -> DirectionResult:
+        return run_direction(call, d)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from dataclasses import fields
 
 from torch import Tensor, nn
 
 from lstmkit import engines
 from lstmkit.cells.base import Cell, CellOptions
 from lstmkit.cells.regularizers import StepMasks, bernoulli_mask, drop_weight, dropout_mask
-from lstmkit.engines.base import RecurrentCall
+from lstmkit.engines.base import RecurrentCall, RecurrentSpec
 from lstmkit.nn import inputs
 from lstmkit.nn.params import ParamSpec, gather, init_params, register_params
 
@@ -100,8 +101,10 @@ class RecurrentBase(nn.Module):
             )
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
-        if proj_size and self.cell.name != "LSTM":
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if proj_size and not self.cell.supports_projection:
+            raise ValueError(
+                f"proj_size argument is only supported for LSTM, not {self.cell.name}"
+            )
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
@@ -159,6 +162,20 @@ class RecurrentBase(nn.Module):
                 self._specs.append(spec)
                 self._names.append(register_params(self, spec, suffix, factory))
         self.reset_parameters()
+        self._build_spec()
+
+    _SPEC_FIELDS = frozenset(f.name for f in fields(RecurrentSpec)) - {"cell"}
+
+    def _build_spec(self) -> None:
+        """The static structure engines see, built once; rebuilt by __setattr__ when one of its
+        attributes is reassigned (torch.nn users do set e.g. `layer.dropout`)."""
+        values = {name: getattr(self, name) for name in self._SPEC_FIELDS}
+        object.__setattr__(self, "spec", RecurrentSpec(cell=self.cell, **values))
+
+    def __setattr__(self, name, value) -> None:
+        super().__setattr__(name, value)
+        if name in self._SPEC_FIELDS and "spec" in self.__dict__:
+            self._build_spec()
 
     # ---- torch.nn compatibility ---------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -241,22 +258,12 @@ class RecurrentBase(nn.Module):
         x = prep.x
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         call = RecurrentCall(
-            cell=self.cell,
-            opts=self.opts,
+            spec=self.spec,
             params=self._params(),
             x=x,
             hx=prep.hx,
             lengths=prep.lengths,
-            batch_first=self.batch_first,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            hidden_size=self.hidden_size,
-            proj_size=self.proj_size,
-            bias=self.bias,
-            dropout=self.dropout,
             training=self.training,
-            zoneout=self.zoneout,
-            recurrent_dropout=self.recurrent_dropout,
             masks=self._sample_masks(T, B, x),
             return_trace=return_trace,
         )

@@ -1,0 +1,414 @@
+"""The fused engine's layer-directions as PyTorch operators (see lstmkit.engines.ops for why).
+
+    torch.ops.lstmkit.lstm_direction / lstm_direction_backward
+    torch.ops.lstmkit.gru_direction  / gru_direction_backward
+    torch.ops.lstmkit.rnn_direction  / rnn_direction_backward
+
+Each forward op runs one layer and direction over the whole sequence from its input projection
+xp = LN_ih(W_ih x) + b_ih (computed outside, by ordinary autograd: one matmul each way), and
+returns what the backward needs. Shapes: T steps, B batch, H hidden, P = H_out (proj_size or H),
+G gate blocks; "(0,)" is the placeholder of an output that is absent (lstmkit.engines.ops).
+Arguments that can be absent are `Tensor?`; `valid` (T, B, 1) bool marks the steps inside each
+sequence; `zoneout_h` / `zoneout_c` are training zoneout masks (1 = keep the previous value),
+`rate_h` / `rate_c` the evaluation-mode rates (0 in training); `rmask` is the recurrent
+dropout mask on h_{t-1}. The implementations are lstmkit.engines.fused_lstm (compiled CPU loops
+where available) and fused_gru: same math as the reference engine, to rounding.
+
+Autocast: the recurrence runs in float32 (inputs are cast; the input projection keeps
+autocast's dtype), so bfloat16 autocast on CPU gives results where torch.nn.LSTM fails.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lstmkit.cells.base import CellOptions, LayerParams
+from lstmkit.cells.gru import GRU
+from lstmkit.cells.lstm import LSTM
+from lstmkit.cells.regularizers import StepMasks
+from lstmkit.cells.rnn import RNN
+from lstmkit.engines.fused_common import DirectionConfig
+from lstmkit.engines.fused_gru import forward_loop, gru_backward, rnn_backward
+from lstmkit.engines.fused_lstm import lstm_backward, lstm_forward
+from lstmkit.engines.ops import (
+    absent,
+    loop_vmap,
+    no_double_backward,
+    present,
+    schema_names,
+    unaliased,
+)
+
+LSTM_WEIGHTS = ("w_hh", "w_hr", "w_peep", "ln_hh", "ln_c_w", "ln_c_b")
+H_WEIGHTS = ("w_hh", "b_hh", "ln_hh")  # GRU and RNN
+
+
+def _config(cell, p: LayerParams, masks: StepMasks, valid, rates, reverse, **opts):
+    return DirectionConfig(
+        cell=cell,
+        opts=CellOptions(**opts),
+        p=p,
+        reverse=reverse,
+        valid=valid,
+        masks=masks,
+        rates=rates,
+        keep_hp=cell is GRU,
+        return_trace=False,
+    )
+
+
+def _weight_grads_fake(given, needs, like: Tensor) -> list[Tensor]:
+    return [torch.empty_like(w) if w is not None and n else like.new_empty(0)
+            for w, n in zip(given, needs)]  # fmt: skip
+
+
+# ---- LSTM --------------------------------------------------------------------------------------
+@torch.library.custom_op("lstmkit::lstm_direction", mutates_args=())
+def lstm_direction(
+    xp: Tensor,  # (T, B, G*H) LN_ih(W_ih x) + b_ih + b_hh
+    h0: Tensor,  # (B, P)
+    c0: Tensor,  # (B, H)
+    w_hh: Tensor,  # (G*H, P)
+    w_hr: Tensor | None,  # (P, H) projection
+    w_peep: Tensor | None,  # ((G-1)*H) peepholes, stacked i, f, o (f, o when coupled)
+    ln_hh: Tensor | None,  # (G*H) gain of LN_hh
+    ln_c_w: Tensor | None,  # (H) gain of LN_c
+    ln_c_b: Tensor | None,  # (H) shift of LN_c
+    rmask: Tensor | None,  # (B, P)
+    valid: Tensor | None,  # (T, B, 1) bool
+    zoneout_h: Tensor | None,  # (T, B, P)
+    zoneout_c: Tensor | None,  # (T, B, H)
+    rate_h: float,
+    rate_c: float,
+    coupled: bool,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> Hs (T, B, P) and Cs (T, B, H), the states after each step; c_last (B, H), the final
+    cell; A (T, B, G*H), the gate activations in layout order; Cn (T, B, H), the cell before
+    zoneout, or (0,) without zoneout; raw (T, B, G*H) = W_hh h_in before LN_hh, or (0,)."""
+    p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
+    masks = StepMasks(rmask, zoneout_h, zoneout_c)
+    cfg = _config(LSTM, p, masks, valid, (rate_h, rate_c), reverse, coupled=coupled)
+    Hs, Cs, Cn, A, raw = lstm_forward(cfg, xp, h0, c0)
+    last = Cs[0 if reverse else -1].clone()
+    Cn = Cn if cfg.zoneout_on else None  # else Cs serves (held rows get no gradient)
+    return Hs, Cs, last, A, present(Cn, xp), present(raw, xp)
+
+
+@lstm_direction.register_fake
+def _(xp, h0, c0, w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b, rmask, valid, zoneout_h, zoneout_c,
+      rate_h, rate_c, coupled, reverse):  # fmt: skip
+    T, B, _ = xp.shape
+    H, P = c0.shape[-1], h0.shape[-1]
+    zoneout_on = zoneout_h is not None or zoneout_c is not None or rate_h > 0 or rate_c > 0
+    Cn = xp.new_empty(T, B, H) if zoneout_on else xp.new_empty(0)
+    raw = torch.empty_like(xp) if ln_hh is not None else xp.new_empty(0)
+    return (
+        xp.new_empty(T, B, P),
+        xp.new_empty(T, B, H),
+        c0.new_empty(B, H),
+        torch.empty_like(xp),
+        Cn,
+        raw,
+    )
+
+
+@torch.library.custom_op("lstmkit::lstm_direction_backward", mutates_args=())
+def lstm_direction_backward(
+    dHs: Tensor | None,  # (T, B, P) gradients of lstm_direction's outputs, None where unused
+    dCs: Tensor | None,  # (T, B, H)
+    dc_last: Tensor | None,  # (B, H)
+    dA: Tensor | None,  # (T, B, G*H)
+    h0: Tensor,
+    c0: Tensor,
+    Hs: Tensor,  # lstm_direction's outputs
+    Cs: Tensor,
+    A: Tensor,
+    Cn: Tensor,
+    raw: Tensor,
+    w_hh: Tensor,  # and its inputs, as there
+    w_hr: Tensor | None,
+    w_peep: Tensor | None,
+    ln_hh: Tensor | None,
+    ln_c_w: Tensor | None,
+    ln_c_b: Tensor | None,
+    rmask: Tensor | None,
+    valid: Tensor | None,
+    zoneout_h: Tensor | None,
+    zoneout_c: Tensor | None,
+    rate_h: float,
+    rate_c: float,
+    coupled: bool,
+    reverse: bool,
+    needs: list[bool],  # which of LSTM_WEIGHTS need a gradient
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> d xp, d h0, d c0, then d of each of LSTM_WEIGHTS ((0,) where absent or not needed)."""
+    p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
+    masks = StepMasks(rmask, zoneout_h, zoneout_c)
+    cfg = _config(LSTM, p, masks, valid, (rate_h, rate_c), reverse, coupled=coupled)
+    want = dict(zip(LSTM_WEIGHTS, needs), b_hh=False)
+    saved = (Hs, Cs, absent(Cn) if absent(Cn) is not None else Cs, A, absent(raw))
+    g = lstm_backward(cfg, h0, c0, saved, (dHs, dCs, dc_last), dA, want)
+    weights = [present(g.get(k) if want[k] else None, w_hh) for k in LSTM_WEIGHTS]
+    inputs = (dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, w_hh, w_hr, w_peep, ln_hh)
+    return unaliased((g["xp"], g["h0"], g["c0"], *weights), inputs)
+
+
+@lstm_direction_backward.register_fake
+def _(dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, w_hh, w_hr, w_peep, ln_hh, ln_c_w,
+      ln_c_b, rmask, valid, zoneout_h, zoneout_c, rate_h, rate_c, coupled, reverse,
+      needs):  # fmt: skip
+    weights = _weight_grads_fake((w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b), needs, w_hh)
+    return torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0), *weights
+
+
+LSTM_INPUTS = schema_names(lstm_direction)
+
+
+class LSTMDirection(torch.autograd.Function):
+    """Differentiable lstmkit::lstm_direction (inputs in LSTM_INPUTS order)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        return torch.ops.lstmkit.lstm_direction(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)  # unused outputs (no trace) arrive as None
+        Hs, Cs, _, A, Cn, raw = output
+        ctx.mark_non_differentiable(Cn, raw)
+        a = dict(zip(LSTM_INPUTS, inputs))
+        ctx.weights_given = [a[k] is not None for k in LSTM_WEIGHTS]
+        ctx.flags = (a["rate_h"], a["rate_c"], a["coupled"], a["reverse"])
+        tensors = ("h0", "c0", *LSTM_WEIGHTS, "rmask", "valid", "zoneout_h", "zoneout_c")
+        ctx.save_for_backward(Hs, Cs, A, Cn, raw, *(a[k] for k in tensors))
+
+    @staticmethod
+    def backward(ctx, dHs, dCs, dc_last, dA, _dCn, _draw):
+        Hs, Cs, A, Cn, raw, h0, c0, *rest = ctx.saved_tensors
+        weights, masks = rest[:6], rest[6:]
+        need = ctx.needs_input_grad
+        needs = [need[LSTM_INPUTS.index(k)] and g for k, g in zip(LSTM_WEIGHTS, ctx.weights_given)]
+        with torch.no_grad():
+            g = torch.ops.lstmkit.lstm_direction_backward(
+                dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, *weights, *masks,
+                *ctx.flags, needs,
+            )  # fmt: skip
+        grads = dict(zip(("xp", "h0", "c0"), g[:3]))
+        grads.update({k: v for k, v, n in zip(LSTM_WEIGHTS, g[3:], needs) if n})
+        out = no_double_backward("fused", Hs, [grads.get(k) for k in LSTM_INPUTS])
+        return out
+
+
+def _lstm_setup(ctx, inputs, output):
+    LSTMDirection.setup_context(ctx, inputs, output)
+
+
+lstm_direction.register_autograd(LSTMDirection.backward, setup_context=_lstm_setup)
+
+
+# ---- GRU and RNN: one state -------------------------------------------------------------------
+def _h_forward(cell, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu):
+    p = LayerParams(None, w_hh, b_hh=b_hh, ln_hh=ln_hh)
+    masks = StepMasks(rmask, zoneout_h)
+    nonlinearity = "relu" if relu else "tanh"
+    cfg = _config(cell, p, masks, valid, (rate_h, 0.0), reverse, nonlinearity=nonlinearity)
+    (Hs,), (Hn,), gates, hp = forward_loop(cfg, xp, (h0,))
+    Hn = Hn if cfg.zoneout_on else None  # else Hs serves
+    gates = torch.stack(list(gates.values())) if gates else None  # (3, T, B, H) r, z, n
+    return Hs, present(Hn, xp), present(gates, xp), present(hp, xp)
+
+
+def _h_backward(cell, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h,
+                rate_h, reverse, relu, needs):  # fmt: skip
+    p = LayerParams(None, w_hh, b_hh=b_hh, ln_hh=ln_hh)
+    nonlinearity = "relu" if relu else "tanh"
+    cfg = _config(cell, p, StepMasks(rmask, zoneout_h), valid, (rate_h, 0.0), reverse,
+                  nonlinearity=nonlinearity)  # fmt: skip
+    want = dict(zip(H_WEIGHTS, needs))
+    Hn = absent(Hn) if absent(Hn) is not None else Hs
+    if cell is GRU:
+        gates = dict(zip(("r", "z", "n"), G))
+        d_gates = dict(zip(("r", "z", "n"), dG)) if dG is not None else {}
+        g = gru_backward(cfg, h0, Hs, Hn, gates, hp, dHs, d_gates, want)
+    else:
+        g = rnn_backward(cfg, h0, Hs, Hn, dHs, want)
+    weights = [present(g.get(k) if want[k] else None, w_hh) for k in H_WEIGHTS]
+    return unaliased((g["xp"], g["h0"], *weights), (dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh))
+
+
+@torch.library.custom_op("lstmkit::gru_direction", mutates_args=())
+def gru_direction(
+    xp: Tensor,  # (T, B, 3H) LN_ih(W_ih x) + b_ih
+    h0: Tensor,  # (B, H)
+    w_hh: Tensor,  # (3H, H)
+    b_hh: Tensor | None,  # (3H)
+    ln_hh: Tensor | None,  # (3H)
+    rmask: Tensor | None,  # (B, H)
+    valid: Tensor | None,  # (T, B, 1) bool
+    zoneout_h: Tensor | None,  # (T, B, H)
+    rate_h: float,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """-> Hs (T, B, H); Hn (T, B, H) before zoneout, or (0,); gates (3, T, B, H) r, z, n;
+    hp (T, B, 3H) = LN_hh(W_hh h_in) + b_hh."""
+    return _h_forward(
+        GRU, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, False
+    )
+
+
+@torch.library.custom_op("lstmkit::rnn_direction", mutates_args=())
+def rnn_direction(
+    xp: Tensor,  # (T, B, H) W_ih x + b_ih (+ b_hh when there is no LN_hh)
+    h0: Tensor,  # (B, H)
+    w_hh: Tensor,  # (H, H)
+    b_hh: Tensor | None,  # (H), only with LN_hh
+    ln_hh: Tensor | None,  # (H)
+    rmask: Tensor | None,  # (B, H)
+    valid: Tensor | None,  # (T, B, 1) bool
+    zoneout_h: Tensor | None,  # (T, B, H)
+    rate_h: float,
+    reverse: bool,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """-> Hs (T, B, H); Hn (T, B, H) before zoneout, or (0,); (0,); (0,) (the GRU's gates and
+    projections: an RNN has none)."""
+    return _h_forward(
+        RNN, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu
+    )
+
+
+def _h_fake(xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu=None):
+    T, B, _ = xp.shape
+    H = h0.shape[-1]
+    zoneout_on = zoneout_h is not None or rate_h > 0
+    Hn = xp.new_empty(T, B, H) if zoneout_on else xp.new_empty(0)
+    gru = relu is None
+    G = xp.new_empty(3, T, B, H) if gru else xp.new_empty(0)
+    hp = torch.empty_like(xp) if gru else xp.new_empty(0)
+    return xp.new_empty(T, B, H), Hn, G, hp
+
+
+gru_direction.register_fake(_h_fake)
+rnn_direction.register_fake(_h_fake)
+
+
+@torch.library.custom_op("lstmkit::gru_direction_backward", mutates_args=())
+def gru_direction_backward(
+    dHs: Tensor | None,  # (T, B, H)
+    dG: Tensor | None,  # (3, T, B, H) gradients of the traced gates
+    h0: Tensor,
+    Hs: Tensor,  # gru_direction's outputs
+    Hn: Tensor,
+    G: Tensor,
+    hp: Tensor,
+    w_hh: Tensor,  # and its inputs, as there
+    b_hh: Tensor | None,
+    ln_hh: Tensor | None,
+    rmask: Tensor | None,
+    valid: Tensor | None,
+    zoneout_h: Tensor | None,
+    rate_h: float,
+    reverse: bool,
+    needs: list[bool],  # which of H_WEIGHTS need a gradient
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> d xp, d h0, then d of each of H_WEIGHTS ((0,) where absent or not needed)."""
+    return _h_backward(GRU, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid,
+                       zoneout_h, rate_h, reverse, False, needs)  # fmt: skip
+
+
+@torch.library.custom_op("lstmkit::rnn_direction_backward", mutates_args=())
+def rnn_direction_backward(
+    dHs: Tensor | None,
+    h0: Tensor,
+    Hs: Tensor,
+    Hn: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    ln_hh: Tensor | None,
+    rmask: Tensor | None,
+    valid: Tensor | None,
+    zoneout_h: Tensor | None,
+    rate_h: float,
+    reverse: bool,
+    relu: bool,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> d xp, d h0, then d of each of H_WEIGHTS ((0,) where absent or not needed)."""
+    return _h_backward(RNN, dHs, None, h0, Hs, Hn, None, None, w_hh, b_hh, ln_hh, rmask, valid,
+                       zoneout_h, rate_h, reverse, relu, needs)  # fmt: skip
+
+
+@gru_direction_backward.register_fake
+def _(dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse,
+      needs):  # fmt: skip
+    weights = _weight_grads_fake((w_hh, b_hh, ln_hh), needs, w_hh)
+    return torch.empty_like(hp), torch.empty_like(h0), *weights
+
+
+@rnn_direction_backward.register_fake
+def _(dHs, h0, Hs, Hn, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu, needs):
+    weights = _weight_grads_fake((w_hh, b_hh, ln_hh), needs, w_hh)
+    return torch.empty_like(Hs), torch.empty_like(h0), *weights
+
+
+GRU_INPUTS = schema_names(gru_direction)
+RNN_INPUTS = schema_names(rnn_direction)
+
+
+class HDirection(torch.autograd.Function):
+    """Differentiable lstmkit::gru_direction / rnn_direction: forward(op_name, *inputs)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(cell_name, *args):
+        op = (
+            torch.ops.lstmkit.gru_direction
+            if cell_name == "GRU"
+            else torch.ops.lstmkit.rnn_direction
+        )
+        return op(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        cell_name, *args = inputs
+        names = GRU_INPUTS if cell_name == "GRU" else RNN_INPUTS
+        a = dict(zip(names, args))
+        Hs, Hn, G, hp = output
+        ctx.mark_non_differentiable(Hn, hp)
+        ctx.cell_name, ctx.names = cell_name, names
+        ctx.given = [a[k] is not None for k in H_WEIGHTS]
+        ctx.flags = (a["rate_h"], a["reverse"]) + ((a["relu"],) if cell_name == "RNN" else ())
+        tensors = ("h0", *H_WEIGHTS, "rmask", "valid", "zoneout_h")
+        ctx.save_for_backward(Hs, Hn, G, hp, *(a[k] for k in tensors))
+
+    @staticmethod
+    def backward(ctx, dHs, _dHn, dG, _dhp):
+        Hs, Hn, G, hp, h0, *rest = ctx.saved_tensors
+        need = ctx.needs_input_grad[1:]
+        needs = [need[ctx.names.index(k)] and g for k, g in zip(H_WEIGHTS, ctx.given)]
+        with torch.no_grad():
+            if ctx.cell_name == "GRU":
+                g = torch.ops.lstmkit.gru_direction_backward(
+                    dHs, dG, h0, Hs, Hn, G, hp, *rest, *ctx.flags, needs
+                )
+            else:
+                g = torch.ops.lstmkit.rnn_direction_backward(
+                    dHs, h0, Hs, Hn, *rest, *ctx.flags, needs
+                )
+        grads = {"xp": g[0], "h0": g[1]}
+        grads.update({k: v for k, v, n in zip(H_WEIGHTS, g[2:], needs) if n})
+        return (None, *no_double_backward("fused", Hs, [grads.get(k) for k in ctx.names]))
+
+
+for _op in (lstm_direction, lstm_direction_backward, gru_direction, gru_direction_backward,
+            rnn_direction, rnn_direction_backward):  # fmt: skip
+    _op.register_vmap(loop_vmap(_op))
+for _op in (lstm_direction, gru_direction, rnn_direction):
+    for _device in ("cpu", "cuda"):
+        torch.library.register_autocast(_op, _device, torch.float32)
