@@ -32,7 +32,6 @@ class GRUCellKind(Cell):
     name = "GRU"
     state_names = ("h",)
 
-
     def torch_mode(self, opts: CellOptions) -> str | None:
         return "GRU"
 

@@ -26,7 +26,6 @@ class RNNCellKind(Cell):
     name = "RNN"
     state_names = ("h",)
 
-
     def torch_mode(self, opts: CellOptions) -> str | None:
         return "RNN_TANH" if opts.nonlinearity == "tanh" else "RNN_RELU"
 

@@ -83,9 +83,7 @@ def no_double_backward(
 def unaliased(outputs: Sequence[Tensor], inputs: Sequence) -> tuple[Tensor, ...]:
     """`outputs` with any that shares memory with an input or an earlier output cloned (an
     operator's outputs may not alias; the engines' code returns views where it can)."""
-    seen = {
-        t.untyped_storage().data_ptr() for t in inputs if isinstance(t, Tensor) and t.numel()
-    }
+    seen = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, Tensor) and t.numel()}
     result = []
     for t in outputs:
         ptr = t.untyped_storage().data_ptr() if t.numel() else None

@@ -102,9 +102,7 @@ class RecurrentBase(nn.Module):
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
         if proj_size and not self.cell.supports_projection:
-            raise ValueError(
-                f"proj_size argument is only supported for LSTM, not {self.cell.name}"
-            )
+            raise ValueError(f"proj_size argument is only supported for LSTM, not {self.cell.name}")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
