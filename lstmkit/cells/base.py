@@ -45,8 +45,11 @@ class LayerParams:
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None = None) -> Tensor:
-    """Layer norm over the last dimension, with a gain (and optional shift)."""
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, LN_EPS)
+    """Layer norm over the last dimension, with a gain (and optional shift). The width comes from
+    the gain's shape, a constant under tracing (x.shape[-1] would be traced as a dynamic size,
+    which ONNX export with dynamic axes cannot take)."""
+    width = weight.shape[-1] if weight is not None else x.shape[-1]
+    return F.layer_norm(x, (width,), weight, bias, LN_EPS)
 
 
 def input_projection(x: Tensor, p: LayerParams) -> Tensor:

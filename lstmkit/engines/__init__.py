@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import logging
 
+import torch
+
 from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
 
 log = logging.getLogger("lstmkit.engines")
@@ -64,13 +66,20 @@ def select(name: str, call: RecurrentCall) -> tuple[Engine, str]:
             )
         return engine, f"engine={name!r} was requested"
     skipped = []
+    compiling = torch.compiler.is_compiling()  # torch.compile or torch.export tracing
     for engine in sorted(ENGINES.values(), key=lambda e: -e.priority):
         reason = engine.unsupported(call)
+        if reason is None and compiling and not engine.traceable:
+            reason = (
+                "under torch.compile its kernels run outside the graph (a graph break), and "
+                "torch.export fixes their sequence length"
+            )
         if reason is None:
             why = f"auto chose {engine.name!r}"
             if skipped:
                 why += " because " + "; ".join(skipped)
-            log.debug(why)
+            if not torch.compiler.is_compiling():  # logging inside a traced graph breaks it
+                log.debug(why)
             return engine, why
         skipped.append(f"{engine.name!r} cannot: {reason}")
     raise RuntimeError("no engine can run this call: " + "; ".join(skipped))  # reference can

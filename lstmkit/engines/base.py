@@ -135,6 +135,8 @@ class RecurrentResult:
 class Engine(ABC):
     name: str
     priority: int  # "auto" tries engines from the highest priority down
+    # torch.compile can trace run() into one graph (False: "auto" passes over it while compiling)
+    traceable: bool = True
 
     @abstractmethod
     def unsupported(self, call: RecurrentCall) -> str | None:
@@ -147,6 +149,12 @@ class Engine(ABC):
     def run(self, call: RecurrentCall) -> RecurrentResult:
         """Compute the call: by default every layer and direction through run_direction."""
         return run_stack(self, call)
+
+
+ONNX_REFUSAL = (
+    "its operators have no ONNX form (torch.onnx.export: engine='auto' exports torch.nn's cells "
+    "as ONNX's LSTM / GRU / RNN operators and the rest as the reference engine's loop unrolled)"
+)
 
 
 def valid_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:

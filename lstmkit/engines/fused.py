@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
 from torch import Tensor
 
 from lstmkit.cells.base import Cell, LayerParams, input_projection
@@ -36,6 +37,7 @@ from lstmkit.cells.gru import GRU
 from lstmkit.cells.lstm import LSTM
 from lstmkit.cells.rnn import RNN
 from lstmkit.engines.base import (
+    ONNX_REFUSAL,
     DirectionCall,
     DirectionResult,
     Engine,
@@ -112,6 +114,8 @@ class FusedEngine(Engine):
     priority = 50  # below native (exact torch kernels), above reference (the readable loop)
 
     def unsupported(self, call: RecurrentCall) -> str | None:
+        if torch.onnx.is_in_onnx_export():
+            return ONNX_REFUSAL
         if call.cell not in CELLS:
             return f"no fused kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
         if not call.x.is_floating_point():

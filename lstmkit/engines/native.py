@@ -8,6 +8,7 @@ dropout between layers (with torch's own random masks).
 
 from __future__ import annotations
 
+import torch
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -42,6 +43,9 @@ def _results(res) -> tuple[Tensor, tuple[Tensor, ...]]:
 class NativeEngine(Engine):
     name = "native"
     priority = 100
+    # aot_autograd / inductor cannot trace torch's RNN kernels (aten.mkldnn_rnn_layer saves
+    # non-tensors); under torch.compile they run eagerly outside the graph, as torch.nn.LSTM's do
+    traceable = False
 
     def unsupported(self, call: RecurrentCall) -> str | None:
         extras = {"peephole": call.peephole, "layer_norm": call.layer_norm}
@@ -53,25 +57,37 @@ class NativeEngine(Engine):
             return f"torch has no kernel for the {call.cell.name} cell"
         if call.return_trace:
             return "gate traces requested (torch's kernels do not expose gates)"
+        if call.proj_size and torch.onnx.is_in_onnx_export():
+            return "torch's ONNX exporter has no LSTM with projections"
         if call.has_step_regularizers:
             return "recurrent dropout or zoneout changes the step itself"
         return None
 
     def run(self, call: RecurrentCall) -> RecurrentResult:
-        kernel, weights = KERNELS[call.cell.torch_mode(call.opts)], flat_weights(call)
-        args = (call.bias, call.num_layers, call.dropout, call.training, call.bidirectional)
-        if call.lengths is None:
-            out, h_n = _results(kernel(call.x, _hx_arg(call.hx), weights, *args, call.batch_first))
-            return RecurrentResult(out, h_n)
-        packed = pack_padded_sequence(
-            call.x, call.lengths, batch_first=call.batch_first, enforce_sorted=False
-        )
-        hx = tuple(h.index_select(1, packed.sorted_indices) for h in call.hx)
-        data, h_n = _results(kernel(packed.data, packed.batch_sizes, _hx_arg(hx), weights, *args))
-        out, _ = pad_packed_sequence(
-            packed._replace(data=data),
-            batch_first=call.batch_first,
-            total_length=call.x.shape[1 if call.batch_first else 0],
-        )
-        h_n = tuple(h.index_select(1, packed.unsorted_indices) for h in h_n)
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+            return _run_eagerly(call)
+        return _run(call)
+
+
+def _run(call: RecurrentCall) -> RecurrentResult:
+    """The whole stack through torch's kernel, exactly as torch.nn calls it."""
+    kernel, weights = KERNELS[call.cell.torch_mode(call.opts)], flat_weights(call)
+    args = (call.bias, call.num_layers, call.dropout, call.training, call.bidirectional)
+    if call.lengths is None:
+        out, h_n = _results(kernel(call.x, _hx_arg(call.hx), weights, *args, call.batch_first))
         return RecurrentResult(out, h_n)
+    packed = pack_padded_sequence(
+        call.x, call.lengths, batch_first=call.batch_first, enforce_sorted=False
+    )
+    hx = tuple(h.index_select(1, packed.sorted_indices) for h in call.hx)
+    data, h_n = _results(kernel(packed.data, packed.batch_sizes, _hx_arg(hx), weights, *args))
+    out, _ = pad_packed_sequence(
+        packed._replace(data=data),
+        batch_first=call.batch_first,
+        total_length=call.x.shape[1 if call.batch_first else 0],
+    )
+    h_n = tuple(h.index_select(1, packed.unsorted_indices) for h in h_n)
+    return RecurrentResult(out, h_n)
+
+
+_run_eagerly = torch.compiler.disable(_run, reason="torch's RNN kernels cannot be traced")

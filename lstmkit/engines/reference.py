@@ -1,6 +1,8 @@
 """The reference engine: autograd through the readable cell steps, one Python step at a time.
 
 It supports every cell and option, and is the definition the other engines are tested against.
+Exported to ONNX (torch.onnx.export, TorchScript) it is the loop unrolled for the exported
+sequence length: any batch size runs, another length is refused by onnxruntime.
 Sequences of different lengths are handled by masking: past a sequence's length its state is
 held and its output is zero, which is exactly what torch's PackedSequence kernels compute. The
 reverse direction runs t = T-1 .. 0 over the same padded tensor; a short sequence's state stays at
@@ -46,7 +48,13 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
                 v = v if valid is None else torch.where(valid[t], v, 0.0)
                 record.setdefault(k, [None] * T)[t] = v
     stacked = {k: torch.stack(v) for k, v in record.items()}
-    return DirectionResult(torch.stack(outputs), state, stacked)
+    output = torch.stack(outputs)  # (T, B, H_out)
+    if torch.onnx.is_in_onnx_export():
+        # The exported graph is this loop unrolled for the traced T. Reshaping to the input's
+        # own (dynamic) length makes onnxruntime fail loudly on any other T instead of
+        # silently returning T_traced steps.
+        output = output.reshape(x.shape[0], x.shape[1], -1)
+    return DirectionResult(output, state, stacked)
 
 
 class ReferenceEngine(Engine):

@@ -35,7 +35,14 @@ from lstmkit.cells.gru import GRU
 from lstmkit.cells.lstm import LSTM
 from lstmkit.cells.regularizers import StepMasks
 from lstmkit.cells.rnn import RNN
-from lstmkit.engines.base import DirectionCall, DirectionResult, Engine, RecurrentCall, masked
+from lstmkit.engines.base import (
+    ONNX_REFUSAL,
+    DirectionCall,
+    DirectionResult,
+    Engine,
+    RecurrentCall,
+    masked,
+)
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 WEIGHTS = ("w_hh", "b_hh", "ln_hh", "w_peep", "ln_c_w", "ln_c_b", "w_hr")
@@ -260,6 +267,8 @@ class TritonEngine(Engine):
     priority = 75  # below native (cuDNN, exact torch), above the fused eager engine
 
     def unsupported(self, call: RecurrentCall) -> str | None:
+        if torch.onnx.is_in_onnx_export():
+            return ONNX_REFUSAL
         if call.cell not in CELLS:
             return f"no Triton kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
         if importlib.util.find_spec("triton") is None:

@@ -1,0 +1,72 @@
+"""lstmkit under PyTorch's tools (torch.compile, torch.export, torch.func, autocast, jit.trace,
+ONNX): every case either gives eager PyTorch's result or is refused with a reason, never a
+silent wrong result (benchmarks/interop.py runs the cases and writes docs/interop-table.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "interop.py"
+_spec = importlib.util.spec_from_file_location("bench_interop", SCRIPT)
+interop = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(interop)
+
+FAST_TOOLS = [t for t, (_, slow) in interop.TOOLS.items() if not slow]
+SLOW_TOOLS = [t for t, (_, slow) in interop.TOOLS.items() if slow]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _expect_works_or_known(result: str, tool: str, option: str, engine: str) -> None:
+    assert not result.startswith("FAILS"), f"{tool} / {option} / {engine}: {result}"
+
+
+@pytest.mark.parametrize("option", list(interop.OPTIONS))
+@pytest.mark.parametrize("tool", FAST_TOOLS)
+@pytest.mark.parametrize("engine", ["auto", "fused"])
+def test_default_engines_work(tool: str, option: str, engine: str) -> None:
+    """auto and the fused engine: every fast tool works on every option (the fused engine is
+    refused by the ONNX exporter, with a reason; auto then exports through native / reference)."""
+    result = interop.check(tool, option, engine)
+    if engine == "fused" and tool.startswith("onnx"):
+        assert result.startswith("refused: ") and "no ONNX form" in result, result
+    else:
+        assert result == "works", f"{tool} / {option} / {engine}: {result}"
+
+
+@pytest.mark.parametrize("option", ["LSTM", "LSTM layer_norm", "GRU"])
+@pytest.mark.parametrize("tool", FAST_TOOLS)
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_other_engines_never_fail_silently(tool: str, option: str, engine: str) -> None:
+    _expect_works_or_known(interop.check(tool, option, engine), tool, option, engine)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", list(interop.OPTIONS))
+@pytest.mark.parametrize("tool", SLOW_TOOLS)
+@pytest.mark.parametrize("engine", interop.ENGINES)
+def test_compile_grid(tool: str, option: str, engine: str) -> None:
+    result = interop.check(tool, option, engine)
+    if engine in ("auto", "fused"):
+        assert result in ("works", "n/a"), f"{tool} / {option} / {engine}: {result}"
+    _expect_works_or_known(result, tool, option, engine)
+
+
+def test_a_wrong_result_is_reported_as_a_failure(monkeypatch) -> None:
+    """The checker itself: a tool that returns a different result is a FAILS, not a 'works'."""
+
+    def wrong(model, x):
+        interop._close(model(x) + 1e-3, model(x))
+
+    monkeypatch.setitem(interop.TOOLS, "wrong", (wrong, False))
+    assert interop.check("wrong", "LSTM", "auto").startswith("FAILS: AssertionError: wrong result")
