@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lstmkit.cells.registry import cell_names
+
 FORMATS = ("generated", "linzen", "gulordava", "marvin")
 
 
@@ -60,7 +62,7 @@ def register(sub) -> None:
     )
     t.add_argument("--data", required=True, help="text file, one tokenised sentence per line")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
-    t.add_argument("--cell", choices=["rnn", "gru", "lstm"], default="lstm", help="default lstm")
+    t.add_argument("--cell", choices=cell_names(), default="lstm", help="default lstm")
     t.add_argument("--emb-size", type=int, default=32, help="embedding size (default 32)")
     t.add_argument("--hidden-size", type=int, default=64, help="hidden units (default 64)")
     t.add_argument(

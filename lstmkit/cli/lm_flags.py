@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from lstmkit.cells.registry import cell_names
 from lstmkit.training.config import TrainConfig
 from lstmkit.training.model import ModelConfig
 
@@ -91,7 +92,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     )
 
     g = p.add_argument_group("model")
-    add(g, "--cell", dest="cell", choices=("lstm", "gru", "rnn"), help="recurrent cell")
+    add(g, "--cell", dest="cell", choices=cell_names(), help="recurrent cell")
     add(g, "--emb-size", dest="emb_size", type=int, metavar="N", help="embedding dimensions")
     add(g, "--hidden-size", dest="hidden_size", type=int, metavar="N", help="units per layer")
     add(g, "--layers", dest="num_layers", type=int, metavar="N", help="recurrent layers")

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lstmkit.cells.registry import cell_names
 from lstmkit.tasks.definitions import TASKS
 
 
@@ -105,9 +106,7 @@ def register(sub) -> None:
         "budget runs out; then test on fresh sequences.",
     )
     _train_flags(train)
-    train.add_argument(
-        "--cell", choices=["rnn", "gru", "lstm"], default="lstm", help="default lstm"
-    )
+    train.add_argument("--cell", choices=cell_names(), default="lstm", help="default lstm")
     train.add_argument("--lag", type=int, default=100, help="the task's T (default 100)")
     train.add_argument("--out", help="write the result as JSON to this file")
     train.set_defaults(func=run_train)

@@ -107,6 +107,14 @@ class RecurrentBase(nn.Module):
             raise ValueError(
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
             )
+        for flag_name, flag, ok in (
+            ("peephole", peephole, self.cell.supports_peephole),
+            ("coupled", coupled, self.cell.supports_coupled),
+        ):
+            if flag and not ok:
+                raise ValueError(f"{flag_name}=True: the {self.cell.name} cell has no such option")
+        if forget_bias is not None and "f" not in self.cell.layout(CellOptions(coupled=coupled)):
+            raise ValueError(f"forget_bias: the {self.cell.name} cell has no forget gate 'f'")
         if forget_bias is not None and not bias:
             raise ValueError("forget_bias needs bias=True: the forget gate's bias is where it goes")
         if isinstance(zoneout, (tuple, list)):

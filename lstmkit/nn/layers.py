@@ -24,6 +24,7 @@ from __future__ import annotations
 from lstmkit.cells import GRU as GRU_CELL
 from lstmkit.cells import LSTM as LSTM_CELL
 from lstmkit.cells import RNN as RNN_CELL
+from lstmkit.cells.registry import get_cell
 from lstmkit.nn.base import RecurrentBase
 
 
@@ -172,3 +173,19 @@ class RNN(RecurrentBase):
             zoneout=zoneout,
             engine=engine,
         )
+
+
+# The layer class of each registered cell, by lower-case cell name (lstmkit.cells.registry).
+LAYERS: dict[str, type[RecurrentBase]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+def layer_class(name: str) -> type[RecurrentBase]:
+    """The layer for a registered cell ("lstm", "gru", "rnn", or one added with
+    lstmkit.cells.register_cell, which gets a RecurrentBase subclass made for it: same
+    constructor, forward, traces and engines as the built-in layers)."""
+    cell = get_cell(name)
+    key = cell.name.lower()
+    if key not in LAYERS:
+        doc = f"Multi-layer {cell.name} (lstmkit.nn.layer_class of a registered cell)."
+        LAYERS[key] = type(cell.name, (RecurrentBase,), {"cell": cell, "__doc__": doc})
+    return LAYERS[key]

@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-import lstmkit
+from lstmkit.cells.registry import cell_names
+from lstmkit.nn.layers import layer_class
 from lstmkit.tasks.definitions import Task, make_task
-
-CELLS = {"rnn": lstmkit.RNN, "gru": lstmkit.GRU, "lstm": lstmkit.LSTM}
 
 
 @dataclass
@@ -73,10 +72,10 @@ class TaskModel(nn.Module):
 
     def __init__(self, task: Task, cell: str, hidden_size: int, forget_bias: float = 1.0):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(CELLS)}")
+        if cell not in cell_names():
+            raise ValueError(f"unknown cell {cell!r}; expected one of {cell_names()}")
         extra = {"forget_bias": forget_bias} if cell == "lstm" else {}
-        self.rnn = CELLS[cell](task.input_size, hidden_size, **extra)
+        self.rnn = layer_class(cell)(task.input_size, hidden_size, **extra)
         self.head = nn.Linear(hidden_size, task.output_size)
         self.per_step = task.per_step_output
 

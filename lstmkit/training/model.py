@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import lstmkit
-
-CELLS = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU, "rnn": lstmkit.RNN}
+from lstmkit.cells.registry import cell_names
+from lstmkit.nn.layers import layer_class
 
 
 @dataclass
@@ -52,8 +51,8 @@ class ModelConfig:
     layer_norm: bool = False
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if self.cell not in cell_names():
+            raise ValueError(f"cell must be one of {cell_names()}, got {self.cell!r}")
         for name in ("vocab_size", "emb_size", "hidden_size", "num_layers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -110,7 +109,8 @@ class LanguageModel(nn.Module):
             extras.update(forget_bias=c.forget_bias, peephole=c.peephole)
         # dropout between layers only: the core warns (rightly) when it has nowhere to go
         between = c.dropout if c.num_layers > 1 else 0.0
-        self.rnn = CELLS[c.cell](c.emb_size, c.hidden_size, c.num_layers, dropout=between, **extras)
+        layer = layer_class(c.cell)
+        self.rnn = layer(c.emb_size, c.hidden_size, c.num_layers, dropout=between, **extras)
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight  # Press & Wolf 2017; Inan et al. 2017
@@ -118,11 +118,12 @@ class LanguageModel(nn.Module):
             with torch.no_grad():
                 for p in self.parameters():
                     p.uniform_(-c.init_range, c.init_range)
-                if c.forget_bias is not None:  # keep the requested forget bias (gate rows i,f,g,o)
+                if c.forget_bias is not None:  # keep the requested forget bias
                     H = c.hidden_size
+                    f = self.rnn.cell.layout(self.rnn.opts).index("f")  # the gate layout's f
                     for k in range(c.num_layers):
-                        getattr(self.rnn, f"bias_ih_l{k}")[H : 2 * H] = c.forget_bias
-                        getattr(self.rnn, f"bias_hh_l{k}")[H : 2 * H] = 0.0
+                        getattr(self.rnn, f"bias_ih_l{k}")[f * H : (f + 1) * H] = c.forget_bias
+                        getattr(self.rnn, f"bias_hh_l{k}")[f * H : (f + 1) * H] = 0.0
 
     @property
     def is_lstm(self) -> bool:
