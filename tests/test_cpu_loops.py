@@ -63,3 +63,32 @@ def test_build_directory_is_keyed_by_versions(monkeypatch, tmp_path) -> None:
     d = cpu_loops.build_directory("x")
     assert d.parent == tmp_path / "lstmkit"
     assert torch.__version__ in d.name and d.name.startswith("x-py")
+
+
+def test_build_directory_is_keyed_by_environment(monkeypatch, tmp_path) -> None:
+    """Two virtualenvs with the same torch get two build directories: build.ninja records the
+    torch include paths, so a shared one would rebuild on every switch."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = cpu_loops.build_directory("x")
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-venv" / "torch" / "__init__.py"))
+    there = cpu_loops.build_directory("x")
+    assert here != there and here.name.rsplit("-env", 1)[0] == there.name.rsplit("-env", 1)[0]
+
+
+def test_a_fresh_build_says_so_with_its_time(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_loops, "_loaded", {})
+    monkeypatch.delenv(cpu_loops.ENV_SWITCH, raising=False)
+    built = object()
+
+    def fake_load(name, build_directory, **kwargs):
+        time.sleep(0.01)
+        (tmp_path / "done").touch()
+        return built
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    with pytest.warns(cpu_loops.BuildNotice) as notices:
+        assert cpu_loops.cpu_loops() is built
+    text = [str(w.message) for w in notices]
+    assert "compiling the fused engine's CPU loops" in text[0]
+    assert text[1].startswith("lstmkit: compiled CPU loops built in ")
