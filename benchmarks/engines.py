@@ -75,6 +75,9 @@ OPTION_CASES = {
         "proj_size": H // 2,
     },
 }
+# Not in the default run either: any case above under torch.compile (inductor), named with the
+# suffix " compiled" (e.g. "fused compiled", "torch.nn.LSTM compiled"); compiled before timing.
+COMPILED = " compiled"
 MEMORY_CASES = ["torch.nn.LSTM", "fused", "fused+trace", "ln fused", "ln plain loop"]
 
 
@@ -103,7 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma-separated cases from: "
         + ", ".join(CASES)
         + "; and, not run by default, the other options on the fused engine: "
-        + ", ".join(OPTION_CASES),
+        + ", ".join(OPTION_CASES)
+        + f"; any case with the suffix '{COMPILED}' runs it under torch.compile",
     )
     p.add_argument(
         "--configs",
@@ -130,6 +134,9 @@ def build(case: str, T: int, B: int, I: int, H: int):
     """The module, the input and whether to ask for a trace, seeded so every case is alike."""
     import lstmkit
 
+    if case.endswith(COMPILED):
+        module, x, trace = build(case[: -len(COMPILED)], T, B, I, H)
+        return torch.compile(module), x, trace
     torch.manual_seed(0)
     if case in OPTION_CASES:
         module = lstmkit.LSTM(I, H, engine="fused", **OPTION_CASES[case](H))
@@ -294,7 +301,7 @@ def main(argv=None) -> int:
         configs = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")]
     repeats, warmup = (3, 1) if args.quick else (args.repeats, args.warmup)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES and c not in OPTION_CASES]
+    unknown = [c for c in cases if c.removesuffix(COMPILED) not in {*CASES, *OPTION_CASES}]
     if unknown:
         raise SystemExit(
             f"unknown case(s) {unknown}; expected names from {list(CASES) + list(OPTION_CASES)}"

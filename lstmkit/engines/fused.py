@@ -72,7 +72,11 @@ def _lstm(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         xp=xp, h0=d.state[0], c0=d.state[1], w_hr=p.w_hr, w_peep=p.w_peep, ln_c_w=p.ln_c_w,
         ln_c_b=p.ln_c_b, coupled=call.opts.coupled,
     )  # fmt: skip
-    Hs, Cs, c_last, A, _, _ = LSTMDirection.apply(*(named[k] for k in LSTM_INPUTS))
+    args = [named[k] for k in LSTM_INPUTS]
+    if torch.is_grad_enabled():
+        Hs, Cs, c_last, A, _, _ = LSTMDirection.apply(*args)
+    else:  # no autograd wrapper (torch.compile cannot inline one under no_grad)
+        Hs, Cs, c_last, A, _, _ = torch.ops.lstmkit.lstm_direction(*args)
     out = masked(Hs, d.valid)  # (T, B, H_out)
     final = (Hs[0 if d.reverse else -1], c_last)
     record: dict[str, Tensor] = {}
@@ -95,7 +99,12 @@ def _single_state(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     if not gru:
         named["relu"] = call.opts.nonlinearity == "relu"
     names = GRU_INPUTS if gru else RNN_INPUTS
-    Hs, _, G, _ = HDirection.apply(call.cell.name, *(named[k] for k in names))
+    args = [named[k] for k in names]
+    if torch.is_grad_enabled():
+        Hs, _, G, _ = HDirection.apply(call.cell.name, *args)
+    else:
+        op = torch.ops.lstmkit.gru_direction if gru else torch.ops.lstmkit.rnn_direction
+        Hs, _, G, _ = op(*args)
     out = masked(Hs, d.valid)
     record: dict[str, Tensor] = {}
     if call.return_trace:
