@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import lstmkit
+
+# Triton decides between its interpreter and its compiler when it is first imported, and
+# torch.compile / torch.export (tests/test_interop.py) import it too. So the first import is
+# made here, interpreted, for the Triton engine's tests (the compile test uses a subprocess);
+# the flag is restored at once, so other tests see a machine without a Triton engine.
+if importlib.util.find_spec("triton") is not None:
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton  # noqa: F401
+    finally:
+        del os.environ["TRITON_INTERPRET"]
 
 F64 = torch.float64
 ATOL = 1e-8  # float64 tolerance for every comparison with torch.nn (issue 2)

@@ -28,6 +28,7 @@ ENGINE_MODULES = (
     "lstmkit.engines.native",
     "lstmkit.engines.fused",
     "lstmkit.engines.triton_gpu",
+    "lstmkit.engines.onnx_export",
 )
 
 ENGINES: dict[str, Engine] = {}

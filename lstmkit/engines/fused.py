@@ -55,6 +55,13 @@ def _folded(p: LayerParams) -> LayerParams:
     return replace(p, b_ih=p.b_ih + p.b_hh, b_hh=None)
 
 
+def _autograd_wrapper() -> bool:
+    """Call the operators through their autograd.Function, except under torch.compile with
+    grad disabled: dynamo cannot inline the wrapper there, and nothing needs it. (Everywhere
+    else one path: jit.trace's check re-traces without grad and wants the same graph.)"""
+    return torch.is_grad_enabled() or not torch.compiler.is_compiling()
+
+
 def _common(call: RecurrentCall, d: DirectionCall, p: LayerParams) -> dict:
     """The operator arguments every cell shares (names as in the op schemas)."""
     rate_h, rate_c = call.eval_zoneout
@@ -73,9 +80,9 @@ def _lstm(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         ln_c_b=p.ln_c_b, coupled=call.opts.coupled,
     )  # fmt: skip
     args = [named[k] for k in LSTM_INPUTS]
-    if torch.is_grad_enabled():
+    if _autograd_wrapper():
         Hs, Cs, c_last, A, _, _ = LSTMDirection.apply(*args)
-    else:  # no autograd wrapper (torch.compile cannot inline one under no_grad)
+    else:
         Hs, Cs, c_last, A, _, _ = torch.ops.lstmkit.lstm_direction(*args)
     out = masked(Hs, d.valid)  # (T, B, H_out)
     final = (Hs[0 if d.reverse else -1], c_last)
@@ -100,7 +107,7 @@ def _single_state(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         named["relu"] = call.opts.nonlinearity == "relu"
     names = GRU_INPUTS if gru else RNN_INPUTS
     args = [named[k] for k in names]
-    if torch.is_grad_enabled():
+    if _autograd_wrapper():
         Hs, _, G, _ = HDirection.apply(call.cell.name, *args)
     else:
         op = torch.ops.lstmkit.gru_direction if gru else torch.ops.lstmkit.rnn_direction

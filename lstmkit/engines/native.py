@@ -90,4 +90,7 @@ def _run(call: RecurrentCall) -> RecurrentResult:
     return RecurrentResult(out, h_n)
 
 
-_run_eagerly = torch.compiler.disable(_run, reason="torch's RNN kernels cannot be traced")
+# torch._disable_dynamo imports dynamo only when called (torch.compiler.disable at import time
+# would add ~1 s to `import lstmkit`, and import Triton in compiler mode before its tests can
+# choose the interpreter)
+_run_eagerly = torch._disable_dynamo(_run)

@@ -53,7 +53,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         # The exported graph is this loop unrolled for the traced T. Reshaping to the input's
         # own (dynamic) length makes onnxruntime fail loudly on any other T instead of
         # silently returning T_traced steps.
-        output = output.reshape(x.shape[0], x.shape[1], -1)
+        output = output.reshape(x.shape[0], x.shape[1], int(output.shape[-1]))
     return DirectionResult(output, state, stacked)
 
 
