@@ -75,3 +75,29 @@ def test_a_wrong_result_is_reported_as_a_failure(monkeypatch) -> None:
 
     monkeypatch.setitem(interop.TOOLS, "wrong", (wrong, False))
     assert interop.check("wrong", "LSTM", "auto").startswith("FAILS: AssertionError: wrong result")
+
+
+# The interpreter is slow (jacrev runs the backward once per output element): two options and
+# no jacrev in the default suite, the rest under -m slow.
+TRITON_DEFAULT = ["LSTM layer_norm", "GRU"]
+
+
+@pytest.mark.parametrize(
+    "option",
+    TRITON_DEFAULT
+    + [pytest.param(o, marks=pytest.mark.slow) for o in ("LSTM", "LSTM trace", "RNN relu")],
+)
+@pytest.mark.parametrize(
+    "tool",
+    [pytest.param(t, marks=pytest.mark.slow) if t == "func.jacrev" else t for t in FAST_TOOLS],
+)
+def test_triton_operators_under_the_interpreter(tool: str, option: str, monkeypatch) -> None:
+    """The Triton engine's operators (run on CPU by Triton's interpreter, as conftest.py set it
+    up) under the same tools: the same results, or the ONNX exporter's refusal with a reason."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    result = interop.check(tool, option, "triton")
+    if tool.startswith("onnx"):
+        assert result.startswith("refused: ") and "no ONNX form" in result, result
+    else:
+        assert result == "works", f"{tool} / {option}: {result}"

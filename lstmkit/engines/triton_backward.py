@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.gates import lstm_layout, peephole_layout, split
-from lstmkit.engines.triton_gpu import WEIGHTS, _launch, _or, _previous
+from lstmkit.engines.triton_launch import WEIGHTS, Spec, launch, or_dummy, previous
 
 
 def _ln_gain_grad(dy: Tensor, raw: Tensor, stats: Tensor, lo: int) -> Tensor:
@@ -28,12 +28,16 @@ def _ln_gain_grad(dy: Tensor, raw: Tensor, stats: Tensor, lo: int) -> Tensor:
     return (dy * xhat).sum((0, 1))
 
 
-def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
+def direction_backward(
+    spec: Spec, h0: Tensor, c0: Tensor, xp: Tensor, saved: dict, w: dict, d_hs, d_cs
+) -> tuple[Tensor | None, ...]:
+    """Gradients (xp, h0, c0 or None, *WEIGHTS (None where absent)) from the forward's buffers
+    `saved` (triton_gpu.SAVED, None where absent), the weights `w` and the gradients of the
+    hidden states d_hs (T, B, H_out) and cell states d_cs (T, B, H) (None: unused)."""
     from lstmkit.engines import triton_gru, triton_lstm
 
-    spec = ctx.spec
-    h0, c0, xp, hs, cs, cnew, ms, gates, raws, stats, hpn, *weights = ctx.saved_tensors
-    w = dict(zip(WEIGHTS, weights))
+    hs, cs, gates = saved["hs"], saved["cs"], saved["gates"]
+    cnew, ms, raws, stats, hpn = (saved[k] for k in ("cnew", "ms", "raws", "stats", "hpn"))
     T, B, GH = xp.shape
     H, P = spec.hidden_size, hs.shape[-1]
     dev = hs.device
@@ -52,18 +56,20 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
     dh_direct = torch.empty(B, P, dtype=acc, device=dev)
     dh_carry = torch.zeros(B, P, dtype=acc, device=dev)
     dc = torch.zeros(B, H, dtype=acc, device=dev)
-    h_prev = _previous(hs, h0, spec.reverse)  # (T, B, P): the state each step started from
-    c_prev = _previous(cs, c0, spec.reverse) if lstm else None
+    h_prev = previous(hs, h0, spec.reverse)  # (T, B, P): the state each step started from
+    c_prev = previous(cs, c0, spec.reverse) if lstm else None
     w_hh = w["w_hh"].to(acc)
     w_hr = w["w_hr"].to(acc) if proj else None
 
     for t in range(T) if spec.reverse else range(T - 1, -1, -1):
         dh = dh_carry if d_hs is None else dh_carry + d_hs[t].to(acc)
         v = spec.valid[t] if spec.valid is not None else all_valid
-        common = dict(ln=ln, acc=acc, LN=ln, ZONE_H=spec.zone(0))
-        zh_t = zh[t] if zh is not None else dummy
-        raw_t, stats_t = (raws[t], stats[t]) if ln else (dummy, dummy)
-        ln_hh = _or(w["ln_hh"], dummy)
+        step = dict(
+            zh_ptr=zh[t] if zh is not None else dummy, valid_ptr=v,
+            raw_ptr=raws[t] if ln else dummy, lnhh_ptr=or_dummy(w["ln_hh"], dummy),
+            stats_ptr=stats[t] if ln else dummy, draw_ptr=draw[t], dh_direct_ptr=dh_direct,
+            H=H, rate_h=spec.rates[0], LN=ln, ZONE_H=spec.zone(0),
+        )  # fmt: skip
         if lstm:
             if d_cs is not None:
                 dc += d_cs[t].to(acc)
@@ -74,80 +80,28 @@ def direction_backward(ctx, d_hs: Tensor | None, d_cs: Tensor | None):
                 torch.where(valid, keep * dh, dh, out=dh_direct)
                 dh_new_all[t] = dh_new
                 dh = dh_new @ w_hr  # (B, H): gradient of o * tanh(c_hat)
-            _launch(
-                triton_lstm.lstm_backward,
-                spec,
-                B,
-                dh.contiguous(),
-                dc,
-                gates[t],
-                cnew[t] if spec.zone(1) else dummy,
-                c_prev[t],
-                zh_t,
-                zc[t] if zc is not None else dummy,
-                v,
-                raw_t,
-                ln_hh,
-                _or(w["w_peep"], dummy),
-                _or(w["ln_c_w"], dummy),
-                _or(w["ln_c_b"], dummy),
-                stats_t,
-                dpre[t],
-                draw[t],
-                dh_direct,
-                dyc[t] if ln else dummy,
-                H,
-                spec.rates[0],
-                spec.rates[1],
-                G=GH // H,
-                COUPLED=spec.coupled,
-                PEEP=w["w_peep"] is not None,
-                ZONE_C=spec.zone(1),
+            launch(
+                triton_lstm.lstm_backward, spec, B, ln=ln, acc=acc, **step,
+                dh_ptr=dh.contiguous(), dc_ptr=dc, gates_ptr=gates[t],
+                cnew_ptr=cnew[t] if spec.zone(1) else dummy, c_prev_ptr=c_prev[t],
+                zc_ptr=zc[t] if zc is not None else dummy,
+                peep_ptr=or_dummy(w["w_peep"], dummy), lncw_ptr=or_dummy(w["ln_c_w"], dummy),
+                lncb_ptr=or_dummy(w["ln_c_b"], dummy), dpre_ptr=dpre[t],
+                dyc_ptr=dyc[t] if ln else dummy, rate_c=spec.rates[1], G=GH // H,
+                COUPLED=spec.coupled, PEEP=w["w_peep"] is not None, ZONE_C=spec.zone(1),
                 PROJ=proj,
-                **common,
-            )
+            )  # fmt: skip
         elif spec.cell == "GRU":
-            _launch(
-                triton_gru.gru_backward,
-                spec,
-                B,
-                dh.contiguous(),
-                gates[t],
-                hpn[t],
-                h_prev[t],
-                zh_t,
-                v,
-                raw_t,
-                ln_hh,
-                stats_t,
-                dpre[t],
-                dhp[t],
-                draw[t],
-                dh_direct,
-                H,
-                spec.rates[0],
-                **common,
-            )
+            launch(
+                triton_gru.gru_backward, spec, B, ln=ln, acc=acc, **step,
+                dh_ptr=dh.contiguous(), gates_ptr=gates[t], hpn_ptr=hpn[t],
+                h_prev_ptr=h_prev[t], dxp_ptr=dpre[t], dhp_ptr=dhp[t],
+            )  # fmt: skip
         else:
-            _launch(
-                triton_gru.rnn_backward,
-                spec,
-                B,
-                dh.contiguous(),
-                gates[t],
-                zh_t,
-                v,
-                raw_t,
-                ln_hh,
-                stats_t,
-                dpre[t],
-                draw[t],
-                dh_direct,
-                H,
-                spec.rates[0],
-                RELU=spec.relu,
-                **common,
-            )
+            launch(
+                triton_gru.rnn_backward, spec, B, ln=ln, acc=acc, **step,
+                dh_ptr=dh.contiguous(), hnew_ptr=gates[t], dpre_ptr=dpre[t], RELU=spec.relu,
+            )  # fmt: skip
         back = draw[t] @ w_hh  # (B, P): the one matmul of the step
         dh_carry = dh_direct + (back if rmask is None else back * rmask)
 
