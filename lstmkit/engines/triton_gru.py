@@ -17,19 +17,19 @@ from lstmkit.engines.triton_common import (
 
 @triton.jit
 def gru_forward(
-    xp_ptr,
-    raw_ptr,
-    bhh_ptr,
-    lnhh_ptr,
-    zh_ptr,
-    h_prev_ptr,
-    valid_ptr,
-    h_ptr,
-    gates_ptr,
-    hpn_ptr,
-    stats_ptr,
-    H,
-    rate_h,
+    xp_ptr,  # (B, G*H) input projection of step t: LN_ih(W_ih x_t) + b_ih
+    raw_ptr,  # (B, G*H) W_hh (h_{t-1} * rmask), before LN_hh and b_hh
+    bhh_ptr,  # (G*H) b_hh, or dummy (HAS_BIAS)
+    lnhh_ptr,  # (G*H) gain of LN_hh, or dummy (LN)
+    zh_ptr,  # (B, H_out) zoneout mask of h at step t (ZONE_H == 1), or dummy
+    h_prev_ptr,  # (B, H) h_{t-1}
+    valid_ptr,  # (B) int8, 1 where step t is inside the sequence (HAS_VALID), else ones / dummy
+    h_ptr,  # (B, H) out: h_t
+    gates_ptr,  # (B, 4H | 3H) activations i, f, g, o (i = 1 - f when COUPLED) | r, z, n (ACC)
+    hpn_ptr,  # (B, H) the GRU's (W_hh h)_n + b_hn, kept for the backward (ACC)
+    stats_ptr,  # (B, 4) LN_hh mean, rstd, LN_c mean, rstd (LN), or dummy
+    H,  # hidden size
+    rate_h,  # evaluation zoneout rate of h (ZONE_H == 2)
     HAS_BIAS: tl.constexpr,
     LN: tl.constexpr,
     ZONE_H: tl.constexpr,
@@ -73,21 +73,21 @@ def gru_forward(
 
 @triton.jit
 def gru_backward(
-    dh_ptr,
-    gates_ptr,
-    hpn_ptr,
-    h_prev_ptr,
-    zh_ptr,
-    valid_ptr,
-    raw_ptr,
-    lnhh_ptr,
-    stats_ptr,
-    dxp_ptr,
-    dhp_ptr,
-    draw_ptr,
-    dh_direct_ptr,
-    H,
-    rate_h,
+    dh_ptr,  # (B, H) gradient of h_t (PROJ: of o * tanh(c_hat), through W_hr already)
+    gates_ptr,  # (B, 4H | 3H) activations i, f, g, o (i = 1 - f when COUPLED) | r, z, n (ACC)
+    hpn_ptr,  # (B, H) the GRU's (W_hh h)_n + b_hn, kept for the backward (ACC)
+    h_prev_ptr,  # (B, H) h_{t-1}
+    zh_ptr,  # (B, H_out) zoneout mask of h at step t (ZONE_H == 1), or dummy
+    valid_ptr,  # (B) int8, 1 where step t is inside the sequence (HAS_VALID), else ones / dummy
+    raw_ptr,  # (B, G*H) W_hh (h_{t-1} * rmask), before LN_hh and b_hh
+    lnhh_ptr,  # (G*H) gain of LN_hh, or dummy (LN)
+    stats_ptr,  # (B, 4) LN_hh mean, rstd, LN_c mean, rstd (LN), or dummy
+    dxp_ptr,  # (B, 3H) out: gradient of xp_t
+    dhp_ptr,  # (B, 3H) out: gradient of the recurrent projection hp_t
+    draw_ptr,  # (B, G*H) out: gradient of raw_t (through LN_hh when LN)
+    dh_direct_ptr,  # (B, H_out) out: the part of dh_{t-1} that skips the matmul
+    H,  # hidden size
+    rate_h,  # evaluation zoneout rate of h (ZONE_H == 2)
     LN: tl.constexpr,
     ZONE_H: tl.constexpr,
     HAS_VALID: tl.constexpr,
@@ -139,18 +139,18 @@ def gru_backward(
 
 @triton.jit
 def rnn_forward(
-    xp_ptr,
-    raw_ptr,
-    bhh_ptr,
-    lnhh_ptr,
-    zh_ptr,
-    h_prev_ptr,
-    valid_ptr,
-    h_ptr,
-    hnew_ptr,
-    stats_ptr,
-    H,
-    rate_h,
+    xp_ptr,  # (B, G*H) input projection of step t: LN_ih(W_ih x_t) + b_ih
+    raw_ptr,  # (B, G*H) W_hh (h_{t-1} * rmask), before LN_hh and b_hh
+    bhh_ptr,  # (G*H) b_hh, or dummy (HAS_BIAS)
+    lnhh_ptr,  # (G*H) gain of LN_hh, or dummy (LN)
+    zh_ptr,  # (B, H_out) zoneout mask of h at step t (ZONE_H == 1), or dummy
+    h_prev_ptr,  # (B, H) h_{t-1}
+    valid_ptr,  # (B) int8, 1 where step t is inside the sequence (HAS_VALID), else ones / dummy
+    h_ptr,  # (B, H) out: h_t
+    hnew_ptr,  # (B, H) the RNN's new h before zoneout and holding (ACC)
+    stats_ptr,  # (B, 4) LN_hh mean, rstd, LN_c mean, rstd (LN), or dummy
+    H,  # hidden size
+    rate_h,  # evaluation zoneout rate of h (ZONE_H == 2)
     RELU: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     LN: tl.constexpr,
@@ -187,18 +187,18 @@ def rnn_forward(
 
 @triton.jit
 def rnn_backward(
-    dh_ptr,
-    hnew_ptr,
-    zh_ptr,
-    valid_ptr,
-    raw_ptr,
-    lnhh_ptr,
-    stats_ptr,
-    dpre_ptr,
-    draw_ptr,
-    dh_direct_ptr,
-    H,
-    rate_h,
+    dh_ptr,  # (B, H) gradient of h_t (PROJ: of o * tanh(c_hat), through W_hr already)
+    hnew_ptr,  # (B, H) the RNN's new h before zoneout and holding (ACC)
+    zh_ptr,  # (B, H_out) zoneout mask of h at step t (ZONE_H == 1), or dummy
+    valid_ptr,  # (B) int8, 1 where step t is inside the sequence (HAS_VALID), else ones / dummy
+    raw_ptr,  # (B, G*H) W_hh (h_{t-1} * rmask), before LN_hh and b_hh
+    lnhh_ptr,  # (G*H) gain of LN_hh, or dummy (LN)
+    stats_ptr,  # (B, 4) LN_hh mean, rstd, LN_c mean, rstd (LN), or dummy
+    dpre_ptr,  # (B, G*H) out: gradient of the gate pre-activations = of xp_t
+    draw_ptr,  # (B, G*H) out: gradient of raw_t (through LN_hh when LN)
+    dh_direct_ptr,  # (B, H_out) out: the part of dh_{t-1} that skips the matmul
+    H,  # hidden size
+    rate_h,  # evaluation zoneout rate of h (ZONE_H == 2)
     RELU: tl.constexpr,
     LN: tl.constexpr,
     ZONE_H: tl.constexpr,

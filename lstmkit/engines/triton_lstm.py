@@ -17,27 +17,27 @@ from lstmkit.engines.triton_common import (
 
 @triton.jit
 def lstm_forward(
-    xp_ptr,
-    raw_ptr,
-    bhh_ptr,
-    lnhh_ptr,
-    peep_ptr,
-    lncw_ptr,
-    lncb_ptr,
-    zh_ptr,
-    zc_ptr,
-    h_prev_ptr,
-    c_prev_ptr,
-    valid_ptr,
-    h_ptr,
-    c_ptr,
-    cnew_ptr,
-    m_ptr,
-    gates_ptr,
-    stats_ptr,
-    H,
-    rate_h,
-    rate_c,
+    xp_ptr,  # (B, G*H) input projection of step t: LN_ih(W_ih x_t) + b_ih
+    raw_ptr,  # (B, G*H) W_hh (h_{t-1} * rmask), before LN_hh and b_hh
+    bhh_ptr,  # (G*H) b_hh, or dummy (HAS_BIAS)
+    lnhh_ptr,  # (G*H) gain of LN_hh, or dummy (LN)
+    peep_ptr,  # ((G-1)*H) peepholes i, f, o (f, o when COUPLED), or dummy (PEEP)
+    lncw_ptr,  # (H) gain of LN_c, or dummy (LN)
+    lncb_ptr,  # (H) shift of LN_c, or dummy (LN)
+    zh_ptr,  # (B, H_out) zoneout mask of h at step t (ZONE_H == 1), or dummy
+    zc_ptr,  # (B, H) zoneout mask of c at step t (ZONE_C == 1), or dummy
+    h_prev_ptr,  # (B, H) h_{t-1}
+    c_prev_ptr,  # (B, H) c_{t-1} (ACC)
+    valid_ptr,  # (B) int8, 1 where step t is inside the sequence (HAS_VALID), else ones / dummy
+    h_ptr,  # (B, H) out: h_t
+    c_ptr,  # (B, H) out: c_t (ACC)
+    cnew_ptr,  # (B, H) out / in: the cell before zoneout (ZONE_C), or dummy
+    m_ptr,  # (B, H) out: o * tanh(c_hat), before W_hr (PROJ), or dummy
+    gates_ptr,  # (B, 4H | 3H) activations i, f, g, o (i = 1 - f when COUPLED) | r, z, n (ACC)
+    stats_ptr,  # (B, 4) LN_hh mean, rstd, LN_c mean, rstd (LN), or dummy
+    H,  # hidden size
+    rate_h,  # evaluation zoneout rate of h (ZONE_H == 2)
+    rate_c,  # evaluation zoneout rate of c (ZONE_C == 2)
     G: tl.constexpr,
     COUPLED: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -125,27 +125,27 @@ def lstm_forward(
 
 @triton.jit
 def lstm_backward(
-    dh_ptr,
-    dc_ptr,
-    gates_ptr,
-    cnew_ptr,
-    c_prev_ptr,
-    zh_ptr,
-    zc_ptr,
-    valid_ptr,
-    raw_ptr,
-    lnhh_ptr,
-    peep_ptr,
-    lncw_ptr,
-    lncb_ptr,
-    stats_ptr,
-    dpre_ptr,
-    draw_ptr,
-    dh_direct_ptr,
-    dyc_ptr,
-    H,
-    rate_h,
-    rate_c,
+    dh_ptr,  # (B, H) gradient of h_t (PROJ: of o * tanh(c_hat), through W_hr already)
+    dc_ptr,  # (B, H) in: gradient of c_t; out: of c_{t-1} (ACC, in place)
+    gates_ptr,  # (B, 4H | 3H) activations i, f, g, o (i = 1 - f when COUPLED) | r, z, n (ACC)
+    cnew_ptr,  # (B, H) out / in: the cell before zoneout (ZONE_C), or dummy
+    c_prev_ptr,  # (B, H) c_{t-1} (ACC)
+    zh_ptr,  # (B, H_out) zoneout mask of h at step t (ZONE_H == 1), or dummy
+    zc_ptr,  # (B, H) zoneout mask of c at step t (ZONE_C == 1), or dummy
+    valid_ptr,  # (B) int8, 1 where step t is inside the sequence (HAS_VALID), else ones / dummy
+    raw_ptr,  # (B, G*H) W_hh (h_{t-1} * rmask), before LN_hh and b_hh
+    lnhh_ptr,  # (G*H) gain of LN_hh, or dummy (LN)
+    peep_ptr,  # ((G-1)*H) peepholes i, f, o (f, o when COUPLED), or dummy (PEEP)
+    lncw_ptr,  # (H) gain of LN_c, or dummy (LN)
+    lncb_ptr,  # (H) shift of LN_c, or dummy (LN)
+    stats_ptr,  # (B, 4) LN_hh mean, rstd, LN_c mean, rstd (LN), or dummy
+    dpre_ptr,  # (B, G*H) out: gradient of the gate pre-activations = of xp_t
+    draw_ptr,  # (B, G*H) out: gradient of raw_t (through LN_hh when LN)
+    dh_direct_ptr,  # (B, H_out) out: the part of dh_{t-1} that skips the matmul
+    dyc_ptr,  # (B, H) out: gradient of LN_c's output (LN), or dummy
+    H,  # hidden size
+    rate_h,  # evaluation zoneout rate of h (ZONE_H == 2)
+    rate_c,  # evaluation zoneout rate of c (ZONE_C == 2)
     G: tl.constexpr,
     COUPLED: tl.constexpr,
     LN: tl.constexpr,
