@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import parity
 import pytest
 import torch
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 
@@ -39,26 +40,6 @@ def twins(kind: str, *args, engine: str = "auto", **kwargs):
     return ref, ours
 
 
-def as_padded(out, batch_first: bool) -> torch.Tensor:
-    if isinstance(out, PackedSequence):
-        return pad_packed_sequence(out, batch_first=batch_first)[0]
-    return out
-
-
-def states(hx) -> tuple[torch.Tensor, ...]:
-    return tuple(hx) if isinstance(hx, tuple) else (hx,)
-
-
-def loss_of(out, hx, batch_first: bool, gen: torch.Generator) -> torch.Tensor:
-    """A scalar that depends on every output and state element with random weights, so gradients
-    of every element are checked (a plain sum would hide sign and permutation errors)."""
-    y = as_padded(out, batch_first)
-    total = (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum()
-    for s in states(hx):
-        total = total + (s * torch.randn(s.shape, generator=gen, dtype=s.dtype)).sum()
-    return total
-
-
 def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL) -> None:
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
     err = (a - b).abs().max().item() if a.numel() else 0.0
@@ -66,37 +47,11 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float = ATOL
 
 
 def compare_run(ref, ours, make_input, hx=None, batch_first=False, ours_kwargs=None):
-    """Run both modules forward and backward; compare outputs, final states and the gradients of
-    the input, the initial states and every parameter."""
-    ours_kwargs = ours_kwargs or {}
-    results = []
-    for module, kwargs in ((ref, {}), (ours, ours_kwargs)):
-        module.zero_grad()
-        x, model_input = make_input()
-        h0 = None
-        if hx is not None:
-            h0 = tuple(h.clone().requires_grad_(True) for h in states(hx))
-        arg = None if h0 is None else (h0 if len(h0) > 1 else h0[0])
-        out, h_n = module(model_input, arg, **kwargs)[:2]
-        gen = torch.Generator().manual_seed(7)
-        loss_of(out, h_n, batch_first, gen).backward()
-        grads = {n: p.grad.clone() for n, p in module.named_parameters()}
-        results.append((as_padded(out, batch_first), states(h_n), x.grad, h0, grads, out))
-    (y0, s0, gx0, h00, g0, o0), (y1, s1, gx1, h01, g1, o1) = results
-    assert type(o0) is type(o1), "output type differs (PackedSequence vs Tensor)"
-    if isinstance(o0, PackedSequence):
-        assert torch.equal(o0.batch_sizes, o1.batch_sizes)
-        assert_close(o0.data, o1.data, "packed output data")
-    assert_close(y0, y1, "output")
-    for i, (a, b) in enumerate(zip(s0, s1)):
-        assert_close(a, b, f"final state {i}")
-    assert_close(gx0, gx1, "input gradient")
-    if h00 is not None:
-        for i, (a, b) in enumerate(zip(h00, h01)):
-            assert_close(a.grad, b.grad, f"initial state {i} gradient")
-    assert g0.keys() == g1.keys()
-    for name in g0:
-        assert_close(g0[name], g1[name], f"gradient of {name}")
+    """Run both modules forward and backward (tests/parity.py); compare outputs, final states
+    and the gradients of the input, the initial states and every parameter (float64)."""
+    want = parity.run(ref, make_input, hx, batch_first=batch_first)
+    got = parity.run(ours, make_input, hx, batch_first=batch_first, **(ours_kwargs or {}))
+    parity.assert_same(got, want, F64)
 
 
 def make_inputs(mode: str, T: int, B: int, I: int, batch_first: bool, lengths: torch.Tensor):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 
+import parity
 import pytest
 import torch
 from fused_helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -37,31 +38,15 @@ def _pair(cell: str, L: int, bidir: bool, bf: bool, bias: bool):
     return theirs, ours
 
 
-def _grads(module, loss, extra):
-    return torch.autograd.grad(loss, [*extra, *module.parameters()])
-
-
 def _check(theirs, ours, make_input, hx_shapes):
+    """Both modules forward and backward through tests/parity.py, from the same initial states."""
     torch.manual_seed(1)
-    hx = [torch.randn(s, dtype=DT) for s in hx_shapes]
-    results = []
-    for module in (theirs, ours):
-        x, data = make_input()
-        h = [s.clone().requires_grad_() for s in hx]
-        out, state = module(x, tuple(h) if len(h) > 1 else h[0])
-        out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
-        states = state if isinstance(state, tuple) else (state,)
-        g = torch.Generator().manual_seed(7)
-        loss = sum((t * torch.randn(t.shape, generator=g, dtype=DT)).sum() for t in (out, *states))
-        results.append((out, states, _grads(module, loss, [data, *h])))
-    (o1, s1, g1), (o2, s2, g2) = results
+    hx = tuple(torch.randn(s, dtype=DT) for s in hx_shapes)
+    bf = ours.batch_first
+    want = parity.run(theirs, make_input, hx, batch_first=bf)
+    got = parity.run(ours, make_input, hx, batch_first=bf)
     assert ours.last_engine == "fused"
-    close = {"atol": 1e-8, "rtol": 1e-7}
-    torch.testing.assert_close(o2, o1, **close)
-    for a, b in zip(s2, s1):
-        torch.testing.assert_close(a, b, **close)
-    for a, b in zip(g2, g1):
-        torch.testing.assert_close(a, b, **close)
+    parity.assert_same(got, want, DT)
 
 
 @pytest.mark.parametrize("L,bidir,bf,bias", GRID)
@@ -93,7 +78,7 @@ def test_packed_matches_torch(cell, L, bidir, bf) -> None:
     def make_input():
         packed = pack_padded_sequence(x0, lengths, batch_first=bf, enforce_sorted=False)
         data = packed.data.clone().requires_grad_()
-        return packed._replace(data=data), data
+        return data, packed._replace(data=data)
 
     _check(theirs, ours, make_input, ours.state_shapes(B))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import parity
 import pytest
 import torch
 
@@ -29,40 +30,20 @@ def interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # what TritonEngine.unsupported() looks at
 
 
-def run_both(m, x, lengths=None, hx=None, seed=0):
-    """Forward + backward with the reference and the Triton engine on the same masks."""
-    results = []
-    for engine in ("reference", "triton"):
-        m.engine = engine
-        m.zero_grad()
+def run_both(m, x, lengths=None, hx=None, seed=0) -> tuple[parity.Run, parity.Run]:
+    """Forward + backward with the reference and the Triton engine on the same masks (the
+    Triton engine's traces are detached: the loss reads outputs and states only)."""
+
+    def make():
         xi = x.clone().requires_grad_(True)
-        torch.manual_seed(seed)
-        out, h_n, trace = m(xi, hx, lengths=lengths, return_trace=True)
+        return xi, xi
+
+    runs = []
+    for engine in ("reference", "triton"):
+        runs.append(parity.run(m, make, hx, engine=engine, seed=seed, lengths=lengths,
+                               return_trace=True, trace_in_loss=False))  # fmt: skip
         assert m.last_engine == engine, m.last_engine_reason
-        states = h_n if isinstance(h_n, tuple) else (h_n,)
-        g = torch.Generator().manual_seed(1)
-        loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
-        for s in states:
-            loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in m.named_parameters()}
-        results.append((out, states, trace, xi.grad, grads))
-    return results
-
-
-def assert_same(results, atol):
-    (o0, s0, t0, gx0, gp0), (o1, s1, t1, gx1, gp1) = results
-    torch.testing.assert_close(o1, o0, atol=atol, rtol=0)
-    for a, b in zip(s1, s0):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
-    for name in t0.gates:
-        torch.testing.assert_close(t1.gates[name], t0.gates[name].detach(), atol=atol, rtol=0)
-    if t0.cell is not None:
-        torch.testing.assert_close(t1.cell, t0.cell.detach(), atol=atol, rtol=0)
-    torch.testing.assert_close(t1.hidden, t0.hidden.detach(), atol=atol, rtol=0)
-    torch.testing.assert_close(gx1, gx0, atol=atol, rtol=0)
-    for name in gp0:
-        torch.testing.assert_close(gp1[name], gp0[name], atol=atol, rtol=0, msg=name)
+    return runs[0], runs[1]
 
 
 CASES = [  # (kind, num_layers, bidirectional, batch_first, bias, lengths, extras, training)
@@ -123,7 +104,8 @@ def test_float64_matches_reference(case):
     h0 = torch.randn(n, 3, extras.get("proj_size") or 5, dtype=torch.float64)
     hx = (h0, torch.randn(n, 3, 5, dtype=torch.float64)) if kind == "LSTM" else h0
     lengths = None if lengths is None else torch.tensor(lengths)
-    assert_same(run_both(m, x, lengths, hx), atol=1e-8)
+    want, got = run_both(m, x, lengths, hx)
+    parity.assert_same(got, want, torch.float64)
 
 
 @pytest.mark.parametrize(
@@ -134,10 +116,11 @@ def test_low_precision(kind, dtype, atol):
     """Half-precision runs agree with the reference engine run in the same dtype."""
     m = getattr(lstmkit, kind)(4, 8, num_layers=1).to(dtype)
     x = torch.randn(5, 2, 4).to(dtype)
-    (o0, s0, _, gx0, gp0), (o1, s1, _, gx1, gp1) = run_both(m, x)
-    assert o1.dtype == dtype and s1[-1].dtype == dtype
-    torch.testing.assert_close(o1.float(), o0.float(), atol=atol, rtol=0)
-    torch.testing.assert_close(gx1.float(), gx0.float(), atol=atol * 4, rtol=0)
+    want, got = run_both(m, x)
+    assert got.output.dtype == dtype and got.states[-1].dtype == dtype
+    torch.testing.assert_close(got.output.float(), want.output.float(), atol=atol, rtol=0)
+    gx, gx_ref = got.grads["input"].float(), want.grads["input"].float()
+    torch.testing.assert_close(gx, gx_ref, atol=atol * 4, rtol=0)
 
 
 def test_auto_needs_a_gpu_or_the_interpreter(monkeypatch):

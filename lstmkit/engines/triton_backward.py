@@ -75,9 +75,13 @@ def direction_backward(
                 dc += d_cs[t].to(acc)
             if proj:  # the hidden side in torch: holding, zoneout, then through W_hr
                 keep = spec.keep(0, t, dh) if spec.zone(0) else 0.0
-                valid = (v[:, None] != 0) if spec.valid is not None else True
-                dh_new = torch.where(valid, (1.0 - keep) * dh, 0.0)
-                torch.where(valid, keep * dh, dh, out=dh_direct)
+                if spec.valid is not None:  # held rows: all of dh goes straight to h_{t-1}
+                    valid = v[:, None] != 0
+                    dh_new = torch.where(valid, (1.0 - keep) * dh, 0.0)
+                    torch.where(valid, keep * dh, dh, out=dh_direct)
+                else:
+                    dh_new = (1.0 - keep) * dh
+                    dh_direct.copy_(keep * dh)
                 dh_new_all[t] = dh_new
                 dh = dh_new @ w_hr  # (B, H): gradient of o * tanh(c_hat)
             launch(
