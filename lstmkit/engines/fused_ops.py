@@ -15,7 +15,7 @@ dropout mask on h_{t-1}. The implementations are lstmkit.engines.fused_lstm (com
 where available) and fused_gru: same math as the reference engine, to rounding.
 
 Autocast: the recurrence runs in float32 (inputs are cast; the input projection keeps
-autocast's dtype), so bfloat16 autocast on CPU gives results where torch.nn.LSTM fails.
+autocast's dtype): a long recurrence is where bfloat16 rounding would accumulate.
 """
 
 from __future__ import annotations
