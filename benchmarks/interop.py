@@ -168,6 +168,36 @@ def tool_onnx(model: Probe, x: torch.Tensor) -> str | None:
     return None
 
 
+def tool_onnx_dynamo(model: Probe, x: torch.Tensor) -> str | None:
+    """torch.onnx.export(dynamo=True): the exported program at another batch size and length."""
+    import logging
+
+    import onnxruntime
+
+    logging.disable(logging.WARNING)  # the exporter's progress lines
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dims = ({0: torch.export.Dim("time"), 1: torch.export.Dim("batch")},)
+            program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=dims)
+    finally:
+        logging.disable(logging.NOTSET)
+    f = io.BytesIO()
+    program.save(f)
+    onnxruntime.set_default_logger_severity(4)
+    session = onnxruntime.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    other = torch.randn(T, B + 4, I)
+    _close(torch.from_numpy(session.run(None, {name: other.numpy()})[0]), model(other))
+    longer = torch.randn(T + 3, B, I)
+    try:
+        got = torch.from_numpy(session.run(None, {name: longer.numpy()})[0])
+    except Exception:
+        return "fixed T"
+    _close(got, model(longer))
+    return None
+
+
 TOOLS: dict[str, tuple[Callable, bool]] = {  # name -> (check, slow)
     "compile aot_eager": (tool_compile("aot_eager"), False),
     "compile inductor": (tool_compile("inductor"), True),
@@ -178,6 +208,7 @@ TOOLS: dict[str, tuple[Callable, bool]] = {  # name -> (check, slow)
     "autocast bf16": (tool_autocast, False),
     "jit.trace": (tool_jit_trace, False),
     "onnx (TorchScript)": (tool_onnx, False),
+    "onnx (dynamo)": (tool_onnx_dynamo, True),
 }
 
 

@@ -60,10 +60,13 @@ def test_other_engines_never_fail_silently(tool: str, option: str, engine: str) 
 @pytest.mark.parametrize("option", list(interop.OPTIONS))
 @pytest.mark.parametrize("tool", SLOW_TOOLS)
 @pytest.mark.parametrize("engine", interop.ENGINES)
-def test_compile_grid(tool: str, option: str, engine: str) -> None:
+def test_slow_grid(tool: str, option: str, engine: str) -> None:
+    """torch.compile (inductor) and the dynamo ONNX exporter on every engine and option."""
     result = interop.check(tool, option, engine)
-    if engine in ("auto", "fused"):
-        assert result in ("works", "n/a"), f"{tool} / {option} / {engine}: {result}"
+    if engine == "fused" and tool.startswith("onnx"):
+        assert result.startswith("refused: "), result  # its operators have no ONNX form
+    elif engine in ("auto", "fused"):
+        assert result.startswith("works"), f"{tool} / {option} / {engine}: {result}"
     _expect_works_or_known(result, tool, option, engine)
 
 

@@ -124,6 +124,8 @@ class ONNXEngine(Engine):
     def unsupported(self, call: RecurrentCall) -> str | None:
         if not torch.onnx.is_in_onnx_export():
             return "only used by torch.onnx.export"
+        if torch.compiler.is_compiling():  # torch.onnx.export(dynamo=True) traces with dynamo
+            return "its operator is mapped for the TorchScript exporter (dynamo=False) only"
         if call.cell is not LSTM:
             return f"no ONNX operator for the {call.cell.name} cell here"
         if call.layer_norm or call.proj_size or call.has_step_regularizers:
