@@ -13,7 +13,10 @@ from __future__ import annotations
 import parity
 import pytest
 import torch
-from fused_helpers import make_call
+from fused_helpers import (
+    make_call,
+    one_thread,  # noqa: F401  (autouse fixture: 1 torch thread)
+)
 
 import lstmkit
 from lstmkit import engines
@@ -70,14 +73,6 @@ CASES = {
     ),  # fmt: skip
 }
 ENGINE_NAMES = sorted(n for n in engines.ENGINES if n != "reference")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("case", list(CASES))

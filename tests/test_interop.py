@@ -8,7 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
+from fused_helpers import one_thread  # noqa: F401  (autouse fixture: 1 torch thread)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "interop.py"
 _spec = importlib.util.spec_from_file_location("bench_interop", SCRIPT)
@@ -20,14 +20,6 @@ ONNX_OPERATORS = ["LSTM", "LSTM peephole", "LSTM coupled", "LSTM 2 layers bidir"
 ONNX_OPERATORS.append("LSTM peephole coupled 2x bidir")
 FAST_TOOLS = [t for t, (_, slow) in interop.TOOLS.items() if not slow]
 SLOW_TOOLS = [t for t, (_, slow) in interop.TOOLS.items() if slow]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _expect_works_or_known(result: str, tool: str, option: str, engine: str) -> None:
