@@ -217,6 +217,8 @@ KNOWN_LIMITS = {
     "Constraints violated (time)": "a Python time loop or torch's kernel fixes T in the graph",
     "torch.compiler.disable": "torch's RNN kernels run outside the graph: a graph break, as "
     "torch.nn.LSTM's (fullgraph=True refuses it)",
+    "marked as skipped": "torch's RNN kernels run outside the graph: a graph break, as "
+    "torch.nn.LSTM's (fullgraph=True refuses it; engine='auto' uses the fused operators)",
     "Input initial_c must have shape": "torch's dynamo ONNX exporter writes torch's LSTM with "
     "projections with fixed state shapes, which onnxruntime refuses at another batch size "
     "(engine='auto' exports it unrolled instead)",
