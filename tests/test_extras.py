@@ -206,15 +206,17 @@ def test_weight_drop_is_dropconnect_on_w_hh(engine):
     assert (m.last_engine == "native") == (engine in ("native", "auto"))
 
 
-def test_zoneout_semantics():
-    m = lstmkit.LSTM(I, H, zoneout=1.0).to(F64)  # training: every unit keeps its value
+@pytest.mark.parametrize("engine", ["reference", "fused", "auto"])
+def test_zoneout_semantics(engine):
+    # training with zoneout 1: every unit keeps its value
+    m = lstmkit.LSTM(I, H, zoneout=1.0, engine=engine).to(F64)
     x = torch.randn(T, B, I, dtype=F64)
     h0, c0 = torch.randn(1, B, H, dtype=F64), torch.randn(1, B, H, dtype=F64)
     out, (h, c) = m(x, (h0, c0))
     assert_close(h, h0, "h_n == h_0 with zoneout 1")
     assert_close(c, c0, "c_n == c_0 with zoneout 1")
     assert_close(out, h0.expand(T, B, H), "outputs hold h_0")
-    m = lstmkit.LSTM(I, H, zoneout=(0.3, 0.6)).to(F64).eval()  # eval: the expectation
+    m = lstmkit.LSTM(I, H, zoneout=(0.3, 0.6), engine=engine).to(F64).eval()  # the expectation
     out, (h, c) = m(x, (h0, c0))
     ref_out, _, ref_c = manual_lstm(m, x, h0[0], c0[0], zone=(0.3, 0.6))
     assert_close(out, ref_out, "zoneout eval output")
@@ -227,6 +229,7 @@ def test_zoneout_semantics():
     mc = torch.empty(T, B, H, dtype=F64).bernoulli_(0.3)
     ref_out, _, _ = manual_lstm(m, x, h0[0], c0[0], zone=(0.3, 0.6), zone_masks=(mh, mc))
     assert_close(out, ref_out, "zoneout training output")
+    assert engine == "auto" or m.last_engine == engine
 
 
 def test_forget_bias_and_layouts():
@@ -239,3 +242,72 @@ def test_forget_bias_and_layouts():
     assert lnm.ln_weight_c_l0.shape == (H,) and torch.all(lnm.ln_weight_ih_l0 == 1)
     with pytest.raises(TypeError):
         lstmkit.GRU(I, H, peephole=True)
+
+
+@pytest.mark.parametrize("cls", [lstmkit.LSTM, lstmkit.LSTMCell])
+@pytest.mark.parametrize(
+    "coupled,f_rows", [(False, slice(H, 2 * H)), (True, slice(0, H))], ids=["ifgo", "fgo"]
+)
+def test_forget_bias_lands_on_the_forget_block(cls, coupled, f_rows):
+    """The forget block is rows H:2H of (i, f, g, o) and rows 0:H of the coupled (f, g, o):
+    forget_bias goes to its b_ih, its b_hh is zeroed, and every other entry is left as the plain
+    init draws it (same seed, forget_bias=None)."""
+    kw = {"num_layers": 2, "bidirectional": True} if cls is lstmkit.LSTM else {}
+    torch.manual_seed(7)
+    m = cls(I, H, forget_bias=1.0, coupled=coupled, **kw)
+    torch.manual_seed(7)
+    plain = cls(I, H, coupled=coupled, **kw)
+    blocks = 3 if coupled else 4
+    others = torch.ones(blocks * H, dtype=torch.bool)
+    others[f_rows] = False
+    biases = [n for n, _ in m.named_parameters() if n.startswith("bias_")]
+    assert len(biases) == (8 if cls is lstmkit.LSTM else 2)
+    for name, p in m.named_parameters():
+        q = plain.get_parameter(name)
+        if name.startswith("bias_ih"):
+            assert torch.all(p[f_rows] == 1.0), name
+            assert torch.equal(p[others], q[others]), name
+        elif name.startswith("bias_hh"):
+            assert torch.all(p[f_rows] == 0.0), name
+            assert torch.equal(p[others], q[others]), name
+        else:
+            assert torch.equal(p, q), name
+    g_rows = slice(H, 2 * H) if coupled else slice(2 * H, 3 * H)
+    bound = 1 / H**0.5  # the g block keeps torch's U(-1/sqrt(H), 1/sqrt(H)) draw
+    g_ih, g_hh = m.get_parameter(biases[0])[g_rows], m.get_parameter(biases[1])[g_rows]
+    assert torch.all(g_ih.abs() <= bound) and torch.all(g_ih != 1.0)
+    assert torch.count_nonzero(g_hh) == H
+
+
+@pytest.mark.parametrize("p", [0.25, 0.8])
+def test_dropout_mask_is_inverted_dropout(p):
+    """0 with probability p, else exactly 1 / (1 - p) (p = 0.5 cannot tell 1/(1-p) from 1/p)."""
+    like = torch.empty(0, dtype=F64)
+    mask = dropout_mask((400, 500), p, like)
+    assert mask.shape == (400, 500) and mask.dtype == F64
+    kept = mask[mask != 0]
+    assert torch.all(kept == 1 / (1 - p))
+    zero_share = 1 - kept.numel() / mask.numel()
+    assert abs(zero_share - p) < 0.01  # 200000 draws: the standard error is below 0.001
+    assert abs(mask.mean().item() - 1) < 0.02  # inverted dropout keeps the expectation
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused", "auto"])
+@pytest.mark.parametrize("p", [0.25, 0.8])
+def test_recurrent_dropout_uses_the_inverted_mask(p, engine):
+    """The layer's recurrent dropout is h_{t-1} * mask with a (B, H) mask of 0 and 1 / (1 - p),
+    sampled once per call: the mask built here by hand from the same random draws."""
+    m = lstmkit.LSTM(I, H, recurrent_dropout=p, engine=engine).to(F64)
+    _randomise(m)
+    x = torch.randn(T, B, I, dtype=F64)
+    h0, c0 = torch.randn(1, B, H, dtype=F64), torch.randn(1, B, H, dtype=F64)
+    torch.manual_seed(21)
+    out, (h, c) = m(x, (h0, c0))
+    torch.manual_seed(21)
+    keep = torch.empty(B, H, dtype=F64).bernoulli_(1 - p)
+    mask = keep / (1 - p)
+    assert 0 < keep.sum() < B * H  # some units dropped, some kept
+    ref_out, ref_h, ref_c = manual_lstm(m, x, h0[0], c0[0], rec_mask=mask)
+    assert_close(out, ref_out, "output")
+    assert_close(h[0], ref_h, "h_n")
+    assert_close(c[0], ref_c, "c_n")

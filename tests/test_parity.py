@@ -152,3 +152,48 @@ def test_functional_call_uses_given_parameters():
     zeros = {n: torch.zeros_like(p) for n, p in ours.named_parameters()}
     out, _ = torch.func.functional_call(ours, zeros, (x,))
     assert torch.count_nonzero(out) == 0  # all weights zero -> h = 0.5 * tanh(0) = 0
+
+
+SHORT_T = 6
+SHORT_LENGTHS = torch.tensor([4, 2, 3])  # every length below the padded length SHORT_T
+
+
+@pytest.mark.parametrize("engine", ["native", "fused", "reference", "auto"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lengths_all_shorter_than_the_padding(kind, engine, batch_first):
+    """lengths= whose maximum is below the padded length T: the output keeps all T steps (zeros
+    past each length), as torch.nn's packed run padded with total_length=T; final states and
+    input gradients agree too."""
+    ref, ours = twins(
+        kind, I, H, num_layers=2, bidirectional=True, batch_first=batch_first, engine=engine
+    )
+    nb = len(SHORT_LENGTHS)
+    shape = (nb, SHORT_T, I) if batch_first else (SHORT_T, nb, I)
+    base = torch.randn(shape, dtype=F64)
+    x = base.clone().requires_grad_(True)
+    x_ref = base.clone().requires_grad_(True)
+    out, h = ours(x, lengths=SHORT_LENGTHS)[:2]
+    packed = pack_padded_sequence(
+        x_ref, SHORT_LENGTHS, batch_first=batch_first, enforce_sorted=False
+    )
+    out_ref_packed, h_ref = ref(packed)
+    out_ref = torch.nn.utils.rnn.pad_packed_sequence(
+        out_ref_packed, batch_first=batch_first, total_length=SHORT_T
+    )[0]
+    want_shape = (nb, SHORT_T, 2 * H) if batch_first else (SHORT_T, nb, 2 * H)
+    assert tuple(out.shape) == want_shape
+    for b, n in enumerate(SHORT_LENGTHS.tolist()):  # zeros past each length, checked by hand
+        past = out[b, n:] if batch_first else out[n:, b]
+        assert past.shape[0] == SHORT_T - n and torch.count_nonzero(past) == 0
+    torch.testing.assert_close(out, out_ref, atol=1e-8, rtol=0)
+    hs = h if isinstance(h, tuple) else (h,)
+    hs_ref = h_ref if isinstance(h_ref, tuple) else (h_ref,)
+    assert len(hs) == len(hs_ref)
+    for a, b in zip(hs, hs_ref):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
+    g = torch.randn(want_shape, dtype=F64)
+    (out * g).sum().backward()
+    (out_ref * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-8, rtol=0)
+    assert engine == "auto" or ours.last_engine == engine

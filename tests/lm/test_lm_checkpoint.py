@@ -114,6 +114,61 @@ def test_tampered_and_truncated_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "nothing")
 
 
+RESUMABLE_FILES = (
+    "config.json",
+    "model.safetensors",
+    "state.json",
+    "state.safetensors",
+    "vocab.json",
+)
+
+
+def _change_one_byte(path):
+    """Same size, one byte changed, the file still well-formed: only the manifest can tell. JSON:
+    one digit changed (inside a number or a string); safetensors: the last byte of the tensor
+    data (after the header)."""
+    data = bytearray(path.read_bytes())
+    if path.suffix == ".json":
+        k = next(i for i, b in enumerate(data) if chr(b).isdigit())
+        data[k] = ord("7") if data[k] != ord("7") else ord("3")
+        json.loads(data.decode("utf-8"))  # still valid JSON
+    else:
+        data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", RESUMABLE_FILES)
+def test_every_file_in_the_manifest_is_verified(tmp_path, name):
+    """A resumable checkpoint: tampering with any one file the manifest lists (training state
+    included) makes both loading and resuming refuse it."""
+    m, cfg = _model()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    m(torch.randint(0, len(VOCAB), (4, 2)))[0].sum().backward()
+    opt.step()
+    ck_dir = save_checkpoint(
+        tmp_path / "ck",
+        m,
+        cfg,
+        VOCAB,
+        optimizer=opt,
+        state={"step": 12, "epoch": 1},
+        state_tensors={"hidden.0": torch.randn(2, 2, 8)},
+        save_rng=True,
+    )
+    listed = json.loads((ck_dir / "manifest.json").read_text())["files"]
+    assert sorted(listed) == sorted(RESUMABLE_FILES)
+    load_checkpoint(ck_dir)  # untouched: loads
+    load_training_state(ck_dir, torch.optim.Adam(m.parameters(), lr=1e-2))
+    _change_one_byte(ck_dir / name)
+    assert (ck_dir / name).stat().st_size == listed[name]["bytes"]
+    with pytest.raises(CheckpointError, match=f"{name} does not match its SHA-256"):
+        load_checkpoint(ck_dir)
+    with pytest.raises(CheckpointError, match=f"{name} does not match its SHA-256"):
+        load_training_state(ck_dir, torch.optim.Adam(m.parameters(), lr=1e-2))
+    with pytest.raises(CheckpointError, match=f"{name} does not match its SHA-256"):
+        ck.verify_checkpoint(ck_dir)
+
+
 def test_config_that_does_not_fit_weights_is_refused(tmp_path):
     m, cfg = _model()
     save_checkpoint(tmp_path / "ck", m, cfg, VOCAB)

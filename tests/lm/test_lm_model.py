@@ -110,6 +110,33 @@ def test_regularisers_act_in_training_only():
     assert not torch.allclose(m(x)[0], m(x)[0])
 
 
+@pytest.mark.parametrize("variational", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_eval_logits_ignore_dropout(cell, variational):
+    """In evaluation dropout does nothing (inverted dropout needs no rescaling): the logits of a
+    model with dropout 0.3 equal those of the same weights with dropout 0, and a computation by
+    hand (embedding rows -> torch.nn with the same weights -> x W^T + b)."""
+    kw = dict(vocab_size=V, cell=cell, emb_size=8, hidden_size=8, num_layers=2)
+    torch.manual_seed(0)
+    m = LanguageModel(
+        ModelConfig(**kw, dropout=0.3, embed_dropout=0.2, variational=variational)
+    ).double()
+    plain = LanguageModel(ModelConfig(**kw)).double()
+    plain.load_state_dict(m.state_dict())
+    m.eval(), plain.eval()
+    x = _tokens(7, 3)
+    logits, hidden = m(x)
+    torch.testing.assert_close(logits, plain(x)[0], rtol=0, atol=0)
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](8, 8, num_layers=2).double()
+    rnn.load_state_dict(m.rnn.state_dict())
+    with torch.no_grad():
+        out, _ = rnn(m.embedding.weight[x])
+        want = out @ m.decoder.weight.T + m.decoder.bias
+    torch.testing.assert_close(logits, want, rtol=0, atol=1e-12)
+    m.train()  # and in training the same model does drop (the comparison can tell)
+    assert not torch.allclose(m(x)[0], want)
+
+
 def test_variational_dropout_mask_shared_over_time():
     from lstmkit.training.model import _dropout
 

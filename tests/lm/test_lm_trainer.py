@@ -1,4 +1,6 @@
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,6 +158,26 @@ def test_resume_refuses_a_different_vocabulary_or_model(tmp_path):
 
 
 def test_char_level_reports_bits_per_character(tmp_path):
-    r = train(_cfg(tmp_path, "run", level="char", epochs=1, bptt=16, max_steps=6))
+    """The validation at step 6 reports bits per character: its mean nats (recomputed here by
+    running the saved model over the whole validation text as one stream) divided by ln 2."""
+    # eval_batch_size=1: one stream, so the mean loss is that of the text read in one pass
+    kw = dict(level="char", epochs=1, bptt=16, max_steps=6, eval_every=6, eval_batch_size=1)
+    cfg = _cfg(tmp_path, "run", **kw)
+    r = train(cfg)
     ckpt = load_checkpoint(tmp_path / "run" / "last")
     assert "<eos>" not in ckpt.vocab and "\n" in ckpt.vocab and r.steps == 6
+    (valid,) = [h["valid"] for h in r.history if h["valid"] is not None]
+    assert set(valid) == {"nats", "bpc"}  # characters: bits per character, no perplexity
+    assert r.best_valid_loss == valid["nats"]
+    # by hand: characters of the validation file -> ids -> cross-entropy of each next character
+    text = Path(cfg.valid_file).read_bytes().decode("utf-8")
+    ids = torch.tensor([ckpt.vocab.stoi.get(ch, ckpt.vocab.unk_id) for ch in text])
+    with torch.no_grad():
+        logits = ckpt.model(ids[:-1, None])[0][:, 0].double()
+    nats = -torch.log_softmax(logits, -1).gather(1, ids[1:, None]).mean().item()
+    assert valid["nats"] == pytest.approx(nats, rel=1e-5)
+    assert valid["bpc"] == pytest.approx(nats / math.log(2), rel=1e-5)
+    assert valid["bpc"] == pytest.approx(valid["nats"] / math.log(2), rel=1e-12)
+    log_lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    logged = [json.loads(line) for line in log_lines]
+    assert [e["valid"] for e in logged if e["valid"] is not None] == [valid]

@@ -149,6 +149,101 @@ def test_pair_scorer_matches_hand_computed_log_probabilities(bigram):
     }
 
 
+def test_pair_scorer_counts_a_tie_as_wrong(bigram):
+    """Two sentences with exactly equal log-probabilities: the pair is not right. After "dog"
+    the bigram gives "near" and "were" the same logit 0, and both rows after them are all 0."""
+    model, vocab = bigram
+    tie = PairItem(["the", "dog", "near"], ["the", "dog", "were"], "tie")
+    right = PairItem(["the", "dogs", "are"], ["the", "dogs", "is"], "right")
+    wrong = PairItem(["the", "dogs", "is"], ["the", "dogs", "are"], "wrong")
+    rep = score_pair_items(model, vocab, [tie, right, wrong])
+    assert rep.results[0]["margin"] == 0.0  # an exact tie, not merely a small margin
+    assert [r["correct"] for r in rep.results] == [False, True, False]
+    assert rep.n == 3 and rep.correct == 1
+    assert rep.by_category["tie"] == {"n": 1, "accuracy": 0.0}
+    # a model whose every output is the same: every pair of equal-length sentences ties
+    flat = BigramLM(torch.zeros(len(WORDS), len(WORDS)))
+    rep = score_pair_items(flat, vocab, [right, wrong, tie])
+    assert [r["margin"] for r in rep.results] == [0.0, 0.0, 0.0]
+    assert rep.correct == 0 and rep.accuracy == 0.0
+
+
+class TinyRecurrentLM(nn.Module):
+    """A recurrent LM (embedding -> LSTM -> linear): every step depends on all earlier tokens, so
+    a padded position past a sequence's end gives different logits from its last real token."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(vocab_size, 5).double()
+        self.rnn = nn.LSTM(5, 7).double()
+        self.out = nn.Linear(7, vocab_size).double()
+
+    def forward(self, tokens, hidden=None, return_trace=False):
+        h, hidden = self.rnn(self.emb(tokens), hidden)
+        return self.out(h), hidden
+
+
+MIXED = [  # prefixes of lengths 1 to 6 (2 to 7 with <eos>), deliberately not sorted
+    PrefixItem(["the", "cats", "near", "the", "dog"], ["are"], ["is"]),
+    PrefixItem(["the"], ["cat"], ["cats"]),
+    PrefixItem(["the", "cat", "near", "the", "dogs", "near"], ["the"], ["near"]),
+    PrefixItem(["the", "cat"], ["is", "was"], ["are", "were"]),
+    PrefixItem(["the", "dogs", "near"], ["the"], ["cat"]),
+]
+
+
+def test_prefix_scorer_uses_each_items_last_token_in_mixed_length_batches(bigram):
+    """One batch holding prefixes of different lengths: each item's next-word distribution is
+    read at its own last token, so the batched margins equal those of each item run alone."""
+    model = TinyRecurrentLM(len(WORDS))
+    vocab = bigram[1]
+    rep = score_prefix_items(model, vocab, MIXED, batch_size=len(MIXED))
+    assert rep.n == len(MIXED) and rep.skipped == 0
+    for item, r in zip(MIXED, rep.results):
+        ids = torch.tensor([vocab.stoi["<eos>"]] + [vocab.stoi[w] for w in item.prefix])
+        with torch.no_grad():
+            logits = model(ids[:, None])[0][-1, 0]  # the item alone: a batch of one
+        logp = torch.log_softmax(logits, -1)
+        good = torch.logsumexp(logp[[vocab.stoi[w] for w in item.correct]], 0)
+        bad = torch.logsumexp(logp[[vocab.stoi[w] for w in item.wrong]], 0)
+        assert r["margin"] == pytest.approx(float(good - bad), abs=1e-5)  # scored in float32
+        assert r["correct"] == bool(good > bad)
+        alone = score_prefix_items(model, vocab, [item]).results[0]
+        assert r["margin"] == pytest.approx(alone["margin"], abs=1e-5)
+    # the bigram model's answers are known by hand: each margin is read after the item's own
+    # last word (a padded position would read the all-zero row of <unk>: margin 0)
+    bigram_model = bigram[0]
+    items = [
+        PrefixItem(["the", "cats", "near", "the", "dogs"], ["are"], ["is"]),  # e^2 vs e^0
+        PrefixItem(["the", "cat"], ["is"], ["are"]),  # e^2 vs e^0
+        PrefixItem(["the", "dog", "near", "the", "cat"], ["was"], ["were"]),  # e^1 vs e^0
+    ]
+    rep = score_prefix_items(bigram_model, vocab, items, batch_size=3)
+    margins = [r["margin"] for r in rep.results]
+    assert margins == pytest.approx([2.0, 2.0, 1.0], abs=1e-6)
+
+
+def test_pair_scorer_mixed_length_batches_match_each_pair_alone():
+    vocab = Vocab(WORDS)
+    model = TinyRecurrentLM(len(WORDS))
+    pairs = [
+        PairItem(["the", "cat", "is"], ["the", "cat", "are"]),
+        PairItem(["the", "cats", "near", "the", "dog", "are"], ["the", "cats", "near", "is"]),
+        PairItem(["the", "dog"], ["the", "dogs", "near", "the", "cat", "was"]),
+    ]
+    rep = score_pair_items(model, vocab, pairs, batch_size=6)
+    for pair, r in zip(pairs, rep.results):
+
+        def logp(words):
+            ids = torch.tensor([vocab.stoi["<eos>"]] + [vocab.stoi[w] for w in words])
+            with torch.no_grad():
+                lp = torch.log_softmax(model(ids[:, None])[0][:, 0], -1)  # alone
+            return float(sum(lp[t, ids[t + 1]] for t in range(len(ids) - 1)))
+
+        assert r["margin"] == pytest.approx(logp(pair.good) - logp(pair.bad), abs=1e-5)
+
+
 def test_generated_items_round_trip(tmp_path):
     sents = AgreementGrammar(3).test_set(2, [0, 5, 9])
     path = write_generated(sents, tmp_path / "test.jsonl")

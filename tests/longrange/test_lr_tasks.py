@@ -137,7 +137,49 @@ def test_model_reads_each_sequence_at_its_own_end(cell):
         assert torch.allclose(out[k], alone[0], atol=1e-12)
 
 
-def test_success_criterion_and_budget():
+class RecordingTaskModel(TaskModel):
+    """TaskModel that keeps what it saw and answered in evaluation mode (the final test)."""
+
+    seen: list = []
+
+    def forward(self, x, lengths):
+        out = super().forward(x, lengths)
+        if not self.training:
+            RecordingTaskModel.seen.append((x.clone(), lengths.clone(), out.detach().clone()))
+        return out
+
+
+def _adding_accuracy_by_hand(seen) -> tuple[int, int]:
+    """(right, tested) over the recorded test batches, by the 1997 definition: the target is
+    0.5 + (X1 + X2) / 4 over the two marked values, correct when |output - target| < 0.04."""
+    right = tested = 0
+    for x, _, out in seen:
+        values, markers = x[..., 0], x[..., 1]
+        assert torch.all((markers == 1).sum(0) == 2)
+        target = 0.5 + (values * (markers == 1)).sum(0) / 4  # X1 is already 0 when step 0
+        right += int(((out.reshape(-1) - target).abs() < 0.04).sum())
+        tested += x.shape[1]
+    return right, tested
+
+
+def _temporal_class(x) -> torch.Tensor:
+    """The class of each recorded temporal-order sequence, read off its one-hot input: the two
+    X / Y symbols (indices 6, 7) in order, (X, X) -> 0 (Q), (X, Y) -> 1 (R), (Y, X) -> 2 (S),
+    (Y, Y) -> 3 (U)."""
+    classes = []
+    for b in range(x.shape[1]):
+        where = (x[:, b, 6] + x[:, b, 7]).nonzero().flatten().tolist()
+        assert len(where) == 2
+        first_y, second_y = (int(x[t, b, 7]) for t in where)
+        classes.append(2 * first_y + second_y)
+    return torch.tensor(classes)
+
+
+def test_success_criterion_and_budget(monkeypatch):
+    import lstmkit.tasks.train as train_module
+
+    monkeypatch.setattr(train_module, "TaskModel", RecordingTaskModel)
+    RecordingTaskModel.seen = []
     # a window of one batch and no accuracy demand: solved after exactly one batch
     cfg = TrainConfig(
         task="temporal",
@@ -151,7 +193,15 @@ def test_success_criterion_and_budget():
     )
     r = train_task(cfg, progress=False)
     assert r.solved and r.sequences == 16 and r.test_size == 32
+    # the test accuracy is the share of the 32 test sequences whose arg-max class is right
+    tested = sum(x.shape[1] for x, _, _ in RecordingTaskModel.seen)
+    right = sum(
+        int((out.argmax(-1) == _temporal_class(x)).sum()) for x, _, out in RecordingTaskModel.seen
+    )
+    assert tested == 32 and 0 < right < 32
+    assert r.test_wrong == 32 - right and r.test_accuracy == right / 32
     # an impossible demand: stops at the budget, not solved, says why
+    RecordingTaskModel.seen = []
     cfg = TrainConfig(
         task="adding",
         lag=22,
@@ -159,12 +209,15 @@ def test_success_criterion_and_budget():
         hidden_size=4,
         window=10_000,
         batch_size=16,
-        max_sequences=64,
+        lr=0.03,  # enough to move the outputs near the targets: some test sequences come right
+        max_sequences=128,
         test_size=32,
     )
     r = train_task(cfg, progress=False)
-    assert not r.solved and r.sequences == 64 and "max_sequences" in r.stopped_because
-    assert 0 <= r.test_accuracy <= 1 and r.test_wrong == round(32 * (1 - r.test_accuracy))
+    assert not r.solved and r.sequences == 128 and "max_sequences" in r.stopped_because
+    right, tested = _adding_accuracy_by_hand(RecordingTaskModel.seen)
+    assert tested == r.test_size == 32 and 0 < right < 32
+    assert r.test_wrong == 32 - right and r.test_accuracy == right / 32
 
 
 @pytest.mark.slow
