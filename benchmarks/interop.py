@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import platform
+import re
 import sys
 import time
 import warnings
@@ -238,7 +239,7 @@ def check(tool: str, option: str, engine: str) -> str:
     try:
         note = TOOLS[tool][0](model, x)
     except Exception as exc:  # the table records what every tool does, failures included
-        text = " ".join(str(exc).split())
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # no ANSI colours
         for pattern, reason in KNOWN_LIMITS.items():
             if pattern in text:
                 return "refused: " + reason
