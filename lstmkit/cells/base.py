@@ -86,6 +86,13 @@ class Cell(ABC):
     supports_peephole: bool = False
     supports_coupled: bool = False
 
+    def __reduce__(self):
+        """Copies and pickles resolve to the registered cell itself: engines key their kernel
+        tables by the cell object, so a copied layer must keep the very same one."""
+        from lstmkit.cells.registry import get_cell
+
+        return (get_cell, (self.name,))
+
     def torch_mode(self, opts: CellOptions) -> str | None:
         """torch's name for the same cell ("LSTM", "GRU", "RNN_TANH", "RNN_RELU") when torch has
         a kernel computing exactly this step, else None. Engines that wrap torch's kernels look

@@ -1,14 +1,17 @@
 """Engines compute a RecurrentCall. `select` implements engine="auto" and says why it chose.
 
-| engine      | what it is                                        | supports                      |
-|-------------|---------------------------------------------------|-------------------------------|
-| "reference" | autograd through the readable cell steps          | everything                    |
-| "native"    | torch's own fused kernels (oneDNN / cuDNN)        | plain cells, weight drop      |
-| "fused"     | one autograd.Function per layer-direction with a  | everything (no double         |
-|             | hand-written backward through time; big matmuls   | backward); speeds measured in |
-|             | for the input projection and weight gradients     | docs/engines.md               |
-| "triton"    | GPU: one Triton kernel per step for everything    | everything; GPU only (tests   |
-|             | pointwise, cuBLAS for the matmuls; own backward   | use TRITON_INTERPRET=1)       |
+| engine      | what it is                                          | supports                     |
+|-------------|-----------------------------------------------------|------------------------------|
+| "native"    | torch's own kernels (oneDNN / cuDNN)                | plain cells, weight drop     |
+| "onnx"      | inside torch.onnx.export only: ONNX's LSTM operator | peephole / coupled LSTM      |
+| "triton"    | GPU: one operator per layer-direction, one Triton   | everything; GPU only (tests  |
+|             | kernel per step, cuBLAS for the matmuls             | use TRITON_INTERPRET=1)      |
+| "fused"     | one PyTorch operator per layer-direction with a     | every option of LSTM / GRU / |
+|             | hand-written backward through time                  | RNN; no double backward      |
+| "reference" | autograd through the readable cell steps            | every registered cell        |
+
+The contract is lstmkit.engines.base; measured speeds and the rules of "auto" are in
+docs/engines.md.
 """
 
 from __future__ import annotations

@@ -55,11 +55,6 @@ class RecurrentSpec:
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    @property
-    def has_structural_extras(self) -> bool:
-        """Peepholes, layer norm or a coupled gate: cells torch's kernels do not have."""
-        return self.opts.coupled or self.peephole or self.layer_norm
-
 
 @dataclass
 class RecurrentCall:
@@ -153,7 +148,8 @@ class Engine(ABC):
 
 ONNX_REFUSAL = (
     "its operators have no ONNX form (torch.onnx.export: engine='auto' exports torch.nn's cells "
-    "as ONNX's LSTM / GRU / RNN operators and the rest as the reference engine's loop unrolled)"
+    "and the peephole / coupled LSTM as ONNX's LSTM / GRU / RNN operators, the rest as the "
+    "reference engine's loop unrolled)"
 )
 
 

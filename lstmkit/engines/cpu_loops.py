@@ -95,16 +95,23 @@ def _clear_stale_lock(directory: Path, max_age_s: float = 300.0, poll_s: float =
         time.sleep(poll_s)
 
 
+def _notice(message: str) -> None:
+    """A BuildNotice warning; where warnings are turned into errors (-W error), the same line
+    on stderr instead, so that the notice never stops the build it announces."""
+    try:
+        warnings.warn(message, BuildNotice, stacklevel=5)
+    except BuildNotice:
+        print(message, file=sys.stderr)
+
+
 def _build() -> ModuleType | None:
     name, flags = _build_flags()
     directory = build_directory(name)
     fresh = not any(directory.glob(f"{name}*.so"))
     if fresh:  # the first fused call pauses here: say so while it happens, and for how long
-        warnings.warn(
+        _notice(
             f"lstmkit: compiling the fused engine's CPU loops into {directory} (once per "
-            "environment; 29 s on a 2-core machine)...",
-            BuildNotice,
-            stacklevel=3,
+            "environment; 29 s on a 2-core machine)..."
         )
     start = time.perf_counter()
     try:
@@ -120,10 +127,7 @@ def _build() -> ModuleType | None:
             verbose=False,
         )
         if fresh:
-            took = time.perf_counter() - start
-            warnings.warn(
-                f"lstmkit: compiled CPU loops built in {took:.0f} s", BuildNotice, stacklevel=3
-            )
+            _notice(f"lstmkit: compiled CPU loops built in {time.perf_counter() - start:.0f} s")
         return module
     except Exception as exc:  # no compiler / headers / ninja: the pure-PyTorch loops still work
         warnings.warn(

@@ -45,6 +45,7 @@ from lstmkit.engines.base import (
     masked,
 )
 from lstmkit.engines.fused_ops import GRU_INPUTS, LSTM_INPUTS, RNN_INPUTS, HDirection, LSTMDirection
+from lstmkit.engines.ops import autograd_wrapper
 
 
 def _folded(p: LayerParams) -> LayerParams:
@@ -53,13 +54,6 @@ def _folded(p: LayerParams) -> LayerParams:
     if p.b_hh is None:
         return p
     return replace(p, b_ih=p.b_ih + p.b_hh, b_hh=None)
-
-
-def _autograd_wrapper() -> bool:
-    """Call the operators through their autograd.Function, except under torch.compile with
-    grad disabled: dynamo cannot inline the wrapper there, and nothing needs it. (Everywhere
-    else one path: jit.trace's check re-traces without grad and wants the same graph.)"""
-    return torch.is_grad_enabled() or not torch.compiler.is_compiling()
 
 
 def _common(call: RecurrentCall, d: DirectionCall, p: LayerParams) -> dict:
@@ -80,7 +74,7 @@ def _lstm(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         ln_c_b=p.ln_c_b, coupled=call.opts.coupled,
     )  # fmt: skip
     args = [named[k] for k in LSTM_INPUTS]
-    if _autograd_wrapper():
+    if autograd_wrapper(args):
         Hs, Cs, c_last, A, _, _ = LSTMDirection.apply(*args)
     else:
         Hs, Cs, c_last, A, _, _ = torch.ops.lstmkit.lstm_direction(*args)
@@ -107,7 +101,7 @@ def _single_state(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         named["relu"] = call.opts.nonlinearity == "relu"
     names = GRU_INPUTS if gru else RNN_INPUTS
     args = [named[k] for k in names]
-    if _autograd_wrapper():
+    if autograd_wrapper(args):
         Hs, _, G, _ = HDirection.apply(call.cell.name, *args)
     else:
         op = torch.ops.lstmkit.gru_direction if gru else torch.ops.lstmkit.rnn_direction

@@ -406,6 +406,22 @@ class HDirection(torch.autograd.Function):
         return (None, *no_double_backward("fused", Hs, [grads.get(k) for k in ctx.names]))
 
 
+def _h_registration(cell_name: str):
+    """HDirection's autograd for the op itself (whose inputs lack the leading cell name)."""
+
+    def setup(ctx, inputs, output):
+        HDirection.setup_context(ctx, (cell_name, *inputs), output)
+
+    def backward(ctx, *grads):
+        return HDirection.backward(ctx, *grads)[1:]
+
+    return backward, setup
+
+
+for _op, _name in ((gru_direction, "GRU"), (rnn_direction, "RNN")):
+    _backward, _setup = _h_registration(_name)
+    _op.register_autograd(_backward, setup_context=_setup)
+
 for _op in (lstm_direction, lstm_direction_backward, gru_direction, gru_direction_backward,
             rnn_direction, rnn_direction_backward):  # fmt: skip
     _op.register_vmap(loop_vmap(_op))

@@ -96,6 +96,17 @@ def unaliased(outputs: Sequence[Tensor], inputs: Sequence) -> tuple[Tensor, ...]
     return tuple(result)
 
 
+def autograd_wrapper(args) -> bool:
+    """Call the operators through their autograd.Function, except under torch.compile when no
+    gradient is wanted (grad mode off, or no tensor argument requires grad): dynamo cannot
+    inline the wrapper there, and nothing needs it. Everywhere else one path, because
+    jit.trace's check re-traces without grad and wants the same graph."""
+    if not torch.compiler.is_compiling():
+        return True
+    wanted = any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    return torch.is_grad_enabled() and wanted
+
+
 def present(x: Tensor | None, like: Tensor) -> Tensor:
     """An op output that may be absent: a 0-element placeholder of `like`'s dtype and device
     (custom ops cannot return None, nor one output aliasing another)."""

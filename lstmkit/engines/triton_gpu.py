@@ -45,6 +45,7 @@ from lstmkit.engines.base import (
 )
 from lstmkit.engines.ops import (
     absent,
+    autograd_wrapper,
     loop_vmap,
     no_double_backward,
     present,
@@ -300,7 +301,11 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         rate_h=rate_h, rate_c=rate_c, cell=cell, coupled=call.opts.coupled,
         relu=call.opts.nonlinearity == "relu", reverse=d.reverse,
     ) | {k: getattr(p, k) for k in WEIGHTS}  # fmt: skip
-    hs, cs, gates, *_ = TritonDirection.apply(*(named[k] for k in INPUTS))
+    args = [named[k] for k in INPUTS]
+    if autograd_wrapper(args):
+        hs, cs, gates, *_ = TritonDirection.apply(*args)
+    else:  # under torch.compile with no gradient wanted (see ops.autograd_wrapper)
+        hs, cs, gates, *_ = torch.ops.lstmkit.triton_direction(*args)
     last = 0 if d.reverse else x.shape[0] - 1
     lstm = cell == "LSTM"
     final = (hs[last], cs[last].to(x.dtype)) if lstm else (hs[last],)

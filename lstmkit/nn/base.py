@@ -183,6 +183,11 @@ class RecurrentBase(nn.Module):
         if name in self._SPEC_FIELDS and "spec" in self.__dict__:
             self._build_spec()
 
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        if "spec" not in self.__dict__:  # a layer pickled before RecurrentSpec existed
+            self._build_spec()
+
     # ---- torch.nn compatibility ---------------------------------------------------------------
     def reset_parameters(self) -> None:
         for spec, names in zip(self._specs, self._names):
