@@ -92,3 +92,19 @@ def test_a_fresh_build_says_so_with_its_time(monkeypatch, tmp_path) -> None:
     text = [str(w.message) for w in notices]
     assert "compiling the fused engine's CPU loops" in text[0]
     assert text[1].startswith("lstmkit: compiled CPU loops built in ")
+
+
+def test_the_build_notice_never_stops_the_build(monkeypatch, tmp_path, capsys) -> None:
+    """With warnings turned into errors (-W error) the notice goes to stderr instead."""
+    import warnings
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_loops, "_loaded", {})
+    monkeypatch.delenv(cpu_loops.ENV_SWITCH, raising=False)
+    built = object()
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: built)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cpu_loops.cpu_loops() is built
+    err = capsys.readouterr().err
+    assert "compiling the fused engine's CPU loops" in err and "built in" in err

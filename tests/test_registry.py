@@ -85,3 +85,23 @@ def test_registering_badly_says_what_is_wrong(janet) -> None:
         lstmkit.nn.layer_class("nope")
     with pytest.raises(ValueError, match="has no such option"):
         lstmkit.nn.layer_class("janet")(5, 8, peephole=True)
+
+
+def test_copies_and_pickles_keep_the_registered_cell() -> None:
+    """Engines key their tables by the cell object: a deep copy (EMA, benchmarks), a pickle or
+    torch.save of a whole layer must keep it, or the copy would fall back to the reference."""
+    import copy
+    import io
+    import pickle
+
+    layer = lstmkit.LSTM(3, 4, layer_norm=True)
+    x = torch.randn(5, 2, 3)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    copies = [copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))]
+    copies.append(torch.load(buffer, weights_only=False))
+    for other in copies:
+        assert other.spec.cell is lstmkit.LSTM.cell
+        torch.testing.assert_close(other(x)[0], layer(x)[0], atol=0, rtol=0)
+        assert other.last_engine == "fused", other.last_engine_reason
