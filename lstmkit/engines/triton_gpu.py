@@ -23,6 +23,7 @@ interpreter (TRITON_INTERPRET=1), which is slow and for testing only.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -55,6 +56,11 @@ from lstmkit.engines.ops import (
 from lstmkit.engines.triton_launch import DTYPES, WEIGHTS, Spec, launch, or_dummy
 
 SAVED = ("hs", "cs", "gates", "cnew", "ms", "raws", "stats", "hpn")  # the forward's buffers
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def interpreting() -> bool:
@@ -334,10 +340,10 @@ class TritonEngine(Engine):
             return ONNX_REFUSAL
         if call.cell not in CELLS:
             return f"no Triton kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed (pip install 'lstmkit[triton]')"
-        if not call.x.is_cuda and not interpreting():
+        if not call.x.is_cuda and not interpreting():  # cheap checks first: auto asks per call
             return "the Triton engine needs a CUDA GPU"
+        if not _triton_installed():
+            return "triton is not installed (pip install 'lstmkit[triton]')"
         if call.x.dtype not in DTYPES:
             return f"dtype {call.x.dtype} is not one of {DTYPES}"
         return None
