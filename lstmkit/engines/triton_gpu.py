@@ -23,7 +23,6 @@ interpreter (TRITON_INTERPRET=1), which is slow and for testing only.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -58,9 +57,8 @@ from lstmkit.engines.triton_launch import DTYPES, WEIGHTS, Spec, launch, or_dumm
 SAVED = ("hs", "cs", "gates", "cnew", "ms", "raws", "stats", "hpn")  # the forward's buffers
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+# looked up once (not imported: that would choose Triton's compiler or interpreter too early)
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def interpreting() -> bool:
@@ -342,7 +340,7 @@ class TritonEngine(Engine):
             return f"no Triton kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
         if not call.x.is_cuda and not interpreting():  # cheap checks first: auto asks per call
             return "the Triton engine needs a CUDA GPU"
-        if not _triton_installed():
+        if not TRITON_INSTALLED:
             return "triton is not installed (pip install 'lstmkit[triton]')"
         if call.x.dtype not in DTYPES:
             return f"dtype {call.x.dtype} is not one of {DTYPES}"
