@@ -121,3 +121,16 @@ def test_requested_engine_that_cannot_serve_says_why():
     m = lstmkit.LSTM(I, H, engine="native")
     with pytest.raises(ValueError, match="gate traces"):
         m(torch.randn(T, B, I), return_trace=True)
+
+
+def test_zoneout_reassigned_like_the_constructor_takes_it() -> None:
+    """`layer.zoneout = 0.2` after construction: a rate or a (cell, hidden) pair, checked."""
+    layer = lstmkit.LSTM(3, 4)
+    layer.zoneout = 0.2
+    assert layer.zoneout == (0.2, 0.2) and layer.spec.zoneout == (0.2, 0.2)
+    layer(torch.randn(5, 2, 3))  # training mode: masks sampled with the new rates
+    gru = lstmkit.GRU(3, 4)
+    gru.zoneout = (0.3, 0.1)
+    assert gru.zoneout == (0.0, 0.1)  # a GRU has no cell state
+    with pytest.raises(ValueError, match=r"zoneout should be a number in range \[0, 1\]"):
+        layer.zoneout = 1.5

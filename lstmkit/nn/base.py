@@ -30,6 +30,17 @@ def _check_rate(name: str, value, upper_inclusive: bool = True) -> float:
     return float(value)
 
 
+def _zoneout_pair(zoneout, cell: Cell) -> tuple[float, float]:
+    """A rate or a (cell, hidden) pair -> checked (cell, hidden) rates (cell 0 without a c)."""
+    if isinstance(zoneout, (tuple, list)):
+        if len(zoneout) != 2:
+            raise ValueError(f"zoneout should be a rate or a (cell, hidden) pair, got {zoneout!r}")
+        zoneout_c, zoneout_h = (_check_rate("zoneout", z) for z in zoneout)
+    else:
+        zoneout_c = zoneout_h = _check_rate("zoneout", zoneout)
+    return (zoneout_c if "c" in cell.state_names else 0.0), zoneout_h
+
+
 def _check_size(name: str, value, minimum: int = 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
@@ -117,16 +128,7 @@ class RecurrentBase(nn.Module):
             raise ValueError(f"forget_bias: the {self.cell.name} cell has no forget gate 'f'")
         if forget_bias is not None and not bias:
             raise ValueError("forget_bias needs bias=True: the forget gate's bias is where it goes")
-        if isinstance(zoneout, (tuple, list)):
-            if len(zoneout) != 2:
-                raise ValueError(
-                    f"zoneout should be a rate or a (cell, hidden) pair, got {zoneout!r}"
-                )
-            zoneout_c, zoneout_h = (_check_rate("zoneout", z) for z in zoneout)
-        else:
-            zoneout_c = zoneout_h = _check_rate("zoneout", zoneout)
-        if "c" not in self.cell.state_names:
-            zoneout_c = 0.0
+        zoneout_c, zoneout_h = _zoneout_pair(zoneout, self.cell)
         engines.check_engine_name(engine)
 
         self.num_layers = num_layers
@@ -179,6 +181,8 @@ class RecurrentBase(nn.Module):
         object.__setattr__(self, "spec", RecurrentSpec(cell=self.cell, **values))
 
     def __setattr__(self, name, value) -> None:
+        if name == "zoneout" and "spec" in self.__dict__:  # reassigned: a rate or a pair, as
+            value = _zoneout_pair(value, self.cell)  # the constructor takes it
         super().__setattr__(name, value)
         if name in self._SPEC_FIELDS and "spec" in self.__dict__:
             self._build_spec()
