@@ -34,7 +34,6 @@ class DirectionConfig:
     masks: StepMasks
     rates: tuple[float, float]  # eval-mode zoneout (hidden, cell); 0 in training
     keep_hp: bool  # GRU: the backward needs W_hn h_{t-1} + b_hn
-    return_trace: bool  # return the c states and the gates as outputs too
 
     @property
     def zoneout_on(self) -> bool:

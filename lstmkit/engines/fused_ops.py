@@ -54,7 +54,6 @@ def _config(cell, p: LayerParams, masks: StepMasks, valid, rates, reverse, **opt
         masks=masks,
         rates=rates,
         keep_hp=cell is GRU,
-        return_trace=False,
     )
 
 
@@ -203,11 +202,7 @@ class LSTMDirection(torch.autograd.Function):
         return out
 
 
-def _lstm_setup(ctx, inputs, output):
-    LSTMDirection.setup_context(ctx, inputs, output)
-
-
-lstm_direction.register_autograd(LSTMDirection.backward, setup_context=_lstm_setup)
+lstm_direction.register_autograd(LSTMDirection.backward, setup_context=LSTMDirection.setup_context)
 
 
 # ---- GRU and RNN: one state -------------------------------------------------------------------

@@ -283,11 +283,9 @@ class TritonDirection(torch.autograd.Function):
         return no_double_backward("triton", rest[0], [grads.get(k) for k in INPUTS])
 
 
-def _setup(ctx, inputs, output):
-    TritonDirection.setup_context(ctx, inputs, output)
-
-
-triton_direction.register_autograd(TritonDirection.backward, setup_context=_setup)
+triton_direction.register_autograd(
+    TritonDirection.backward, setup_context=TritonDirection.setup_context
+)
 for _op in (triton_direction, triton_direction_backward):
     _op.register_vmap(loop_vmap(_op))
 
