@@ -8,6 +8,7 @@ import os
 import parity
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
@@ -22,6 +23,17 @@ if importlib.util.find_spec("triton") is not None:
         import triton  # noqa: F401
     finally:
         del os.environ["TRITON_INTERPRET"]
+
+# The fuzz layer (hypothesis). The default profile is derandomized, so CI is reproducible and a
+# failure found there can be rerun as is; LSTMKIT_FUZZ=explore draws fresh, more numerous
+# examples each run (the habit before a release, or after touching validation code).
+# (The autouse seed fixture runs once per test, not per example: examples draw their own data.)
+_quiet = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, derandomize=True, suppress_health_check=_quiet
+)
+settings.register_profile("explore", max_examples=400, deadline=None, suppress_health_check=_quiet)
+settings.load_profile(os.environ.get("LSTMKIT_FUZZ", "ci"))
 
 F64 = torch.float64
 ATOL = 1e-8  # float64 tolerance for every comparison with torch.nn (issue 2)
