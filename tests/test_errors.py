@@ -134,3 +134,77 @@ def test_zoneout_reassigned_like_the_constructor_takes_it() -> None:
     assert gru.zoneout == (0.0, 0.1)  # a GRU has no cell state
     with pytest.raises(ValueError, match=r"zoneout should be a number in range \[0, 1\]"):
         layer.zoneout = 1.5
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("kind", ["LSTM", "LSTMCell"])
+def test_non_finite_forget_bias_is_refused(kind, value) -> None:
+    """Issue 10, item 9: `lstmkit.LSTM(4, 8, forget_bias=float("nan"))` was accepted and every
+    output was NaN. Refused now, on construction and on reassignment."""
+    with pytest.raises(ValueError, match=r"forget_bias must be a finite number, got -?(nan|inf)"):
+        getattr(lstmkit, kind)(4, 8, forget_bias=value)
+    layer = lstmkit.LSTM(4, 8, forget_bias=1.0)
+    with pytest.raises(ValueError, match="forget_bias must be a finite number"):
+        layer.forget_bias = value
+    assert layer.forget_bias == 1.0
+    with pytest.raises(TypeError, match="forget_bias must be a number or None, got: str"):
+        lstmkit.LSTM(4, 8, forget_bias="1.0")
+
+
+def test_reassigned_attributes_are_checked_where_they_are_set() -> None:
+    """An unknown engine set after construction was a KeyError at the next forward; a
+    forget_bias set on a GRU (or a bias-free LSTM) a ValueError / KeyError from inside
+    reset_parameters. Each is now refused by the assignment, in a sentence."""
+    layer = lstmkit.LSTM(I, H)
+    with pytest.raises(ValueError, match="unknown engine 'cuda-magic'"):
+        layer.engine = "cuda-magic"
+    with pytest.raises(TypeError, match="engine should be a str, got: list"):
+        layer.engine = ["native"]
+    assert layer.engine == "auto"
+    with pytest.raises(ValueError, match="the GRU cell has no forget gate 'f'"):
+        lstmkit.GRU(I, H).forget_bias = 1.0
+    with pytest.raises(ValueError, match="forget_bias needs bias=True"):
+        lstmkit.LSTM(I, H, bias=False).forget_bias = 1.0
+    with pytest.raises(ValueError, match=r"dropout should be a number in range \[0, 1\]"):
+        layer.dropout = float("nan")
+    with pytest.raises(ValueError, match=r"weight_drop should be a number in range \[0, 1\)"):
+        layer.weight_drop = 1.0
+    layer.dropout, layer.engine = 0.25, "reference"  # good values still go through
+    assert layer.spec.dropout == 0.25 and layer(torch.randn(T, B, I))[0].shape == (T, B, H)
+
+
+@pytest.mark.parametrize("engine", ["auto", "reference", "native", "fused"])
+def test_packed_indices_that_disagree_are_refused(engine) -> None:
+    """Issue 10, item 10: a PackedSequence whose sorted_indices / unsorted_indices disagree with
+    its batch_sizes gave more output rows than its batch_sizes sum to (torch.nn keeps them).
+    Refused now, naming the part that is wrong; a consistent one built by hand still matches
+    torch.nn."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    ref = torch.nn.LSTM(4, 8).double()
+    ours = lstmkit.LSTM(4, 8, engine=engine).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    p = pack_padded_sequence(x, torch.tensor([2, 5, 3]), enforce_sorted=False)
+    assert int(p.batch_sizes.sum()) == 10
+    dup = PackedSequence(p.data, p.batch_sizes, torch.tensor([1, 1, 0]), p.unsorted_indices)
+    with pytest.raises(ValueError, match=r"sorted_indices must be a permutation of range\(3\)"):
+        ours(dup)
+    swapped = PackedSequence(p.data, p.batch_sizes, p.sorted_indices[[1, 0, 2]], p.unsorted_indices)
+    with pytest.raises(ValueError, match="must be the inverse permutation of sorted_indices"):
+        ours(swapped)
+    only_unsorted = PackedSequence(p.data, p.batch_sizes, None, p.unsorted_indices)
+    with pytest.raises(ValueError, match="None reads as the identity"):
+        ours(only_unsorted)
+    bad_sizes = PackedSequence(p.data, torch.tensor([3, -1, 8]))  # crashed the process before
+    with pytest.raises(ValueError, match="batch_sizes must be positive and non-increasing"):
+        ours(bad_sizes)
+    extra_row = PackedSequence(torch.cat([p.data, p.data[:1]]), p.batch_sizes, p.sorted_indices)
+    with pytest.raises(ValueError, match="data has 11 rows but its batch_sizes sum to 10"):
+        ours(extra_row)  # the extra row was dropped silently
+    by_hand = PackedSequence(p.data, p.batch_sizes, p.sorted_indices)  # inverse computed
+    h0 = (torch.randn(1, 3, 8, dtype=torch.float64), torch.randn(1, 3, 8, dtype=torch.float64))
+    (out, (h, c)), (out_ref, (h_ref, c_ref)) = ours(by_hand, h0), ref(by_hand, h0)
+    assert out.data.shape == out_ref.data.shape == (10, 8)
+    for a, b in ((out.data, out_ref.data), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=0)

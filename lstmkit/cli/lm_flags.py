@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from lstmkit.cells.registry import cell_names
-from lstmkit.training.config import TrainConfig
+from lstmkit.training.config import DEFAULT_LR, TrainConfig
 from lstmkit.training.model import ModelConfig
 
 TRAIN_EPILOG = """\
@@ -43,13 +43,25 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     d = _defaults()
     S = argparse.SUPPRESS  # only flags actually given end up in the namespace (they override)
 
-    def add(group, *names, dest, help, **kw):
+    def add(group, *names, dest, help, shown=None, **kw):
         default = d[dest] if dest in d else MODEL_DEFAULTS.get(dest)
-        shown = "none" if default in ("", None) else default
-        group.add_argument(*names, dest=dest, default=S, help=f"{help} (default: {shown})", **kw)
+        if shown is None:
+            shown = "none" if default in ("", None) else default
+        if kw.get("action") in ("store_true", "store_false") or shown == "":
+            suffix = ""  # a switch ("(default: True)" on --no-progress only confuses), or required
+        else:
+            suffix = f" (default: {shown})"
+        group.add_argument(*names, dest=dest, default=S, help=f"{help}{suffix}", **kw)
 
     g = p.add_argument_group("data")
-    add(g, "--train", dest="train_file", metavar="FILE", help="training text file, UTF-8")
+    add(
+        g,
+        "--train",
+        dest="train_file",
+        metavar="FILE",
+        help="training text file, UTF-8; required (here or as train_file in --config)",
+        shown="",
+    )
     add(
         g,
         "--valid",
@@ -171,7 +183,15 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("optimisation")
     add(g, "--optimizer", dest="optimizer", choices=("sgd", "adam", "adamw"), help="optimizer")
-    add(g, "--lr", dest="lr", type=float, metavar="LR", help="initial learning rate")
+    add(
+        g,
+        "--lr",
+        dest="lr",
+        type=float,
+        metavar="LR",
+        help="initial learning rate",
+        shown=", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items()),
+    )
     add(g, "--momentum", dest="momentum", type=float, metavar="M", help="SGD momentum")
     add(g, "--weight-decay", dest="weight_decay", type=float, metavar="W", help="L2 weight decay")
     add(

@@ -17,6 +17,13 @@ from collections.abc import Iterable, Sequence
 
 UNK = "<unk>"
 EOS = "<eos>"
+_MISSING = object()
+
+
+def _show(token: object) -> str:
+    """repr(token), cut short: an error message must stay readable whatever the file holds."""
+    text = repr(token)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Vocab:
@@ -28,13 +35,13 @@ class Vocab:
                 raise TypeError(f"vocabulary entry {i} is {type(tok).__name__}, expected str")
             if tok in self.stoi:
                 raise ValueError(
-                    f"token {tok!r} appears twice in the vocabulary (ids "
+                    f"token {_show(tok)} appears twice in the vocabulary (ids "
                     f"{self.stoi[tok]} and {i}); each token needs exactly one id"
                 )
             self.stoi[tok] = i
         if unk_token is not None and unk_token not in self.stoi:
             raise ValueError(
-                f"unknown token {unk_token!r} is not in the vocabulary; add it "
+                f"unknown token {_show(unk_token)} is not in the vocabulary; add it "
                 f"(Vocab.build puts it first) or pass unk_token=None"
             )
         self.unk_token = unk_token
@@ -137,7 +144,24 @@ class Vocab:
                 "not an lstmkit vocabulary: expected a JSON object with "
                 "format 'lstmkit.vocab/1', 'unk_token' and 'itos'"
             )
-        return cls(data["itos"], unk_token=data.get("unk_token"))
+        itos, unk = data.get("itos"), data.get("unk_token", _MISSING)
+        if not isinstance(itos, list):
+            raise ValueError(
+                "the vocabulary's 'itos' must be a list of token strings (id -> token), it is "
+                + ("missing" if "itos" not in data else type(itos).__name__)
+            )
+        bad = next((i for i, t in enumerate(itos) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ValueError(
+                f"vocabulary entry {bad} is {type(itos[bad]).__name__} {_show(itos[bad])}; every "
+                f"token must be a string"
+            )
+        if unk is _MISSING or not (unk is None or isinstance(unk, str)):
+            raise ValueError(
+                "the vocabulary's 'unk_token' must be a token string or null (no unknown "
+                "token), it is " + ("missing" if unk is _MISSING else type(unk).__name__)
+            )
+        return cls(itos, unk_token=unk)
 
     def save(self, path) -> None:
         with open(path, "w", encoding="utf-8") as f:

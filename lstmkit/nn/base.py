@@ -7,7 +7,6 @@ form. Which engine ran, and why, is kept in `last_engine` / `last_engine_reason`
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from dataclasses import fields
 
@@ -17,36 +16,8 @@ from lstmkit import engines
 from lstmkit.cells.base import Cell, CellOptions
 from lstmkit.cells.regularizers import StepMasks, bernoulli_mask, drop_weight, dropout_mask
 from lstmkit.engines.base import RecurrentCall, RecurrentSpec
-from lstmkit.nn import inputs
+from lstmkit.nn import checks, inputs
 from lstmkit.nn.params import ParamSpec, gather, init_params, register_params
-
-
-def _check_rate(name: str, value, upper_inclusive: bool = True) -> float:
-    ok = isinstance(value, numbers.Number) and not isinstance(value, bool)
-    ok = ok and 0 <= value <= 1 and (upper_inclusive or value < 1)
-    if not ok:
-        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
-        raise ValueError(f"{name} should be a number in range {bound}, got {value!r}")
-    return float(value)
-
-
-def _zoneout_pair(zoneout, cell: Cell) -> tuple[float, float]:
-    """A rate or a (cell, hidden) pair -> checked (cell, hidden) rates (cell 0 without a c)."""
-    if isinstance(zoneout, (tuple, list)):
-        if len(zoneout) != 2:
-            raise ValueError(f"zoneout should be a rate or a (cell, hidden) pair, got {zoneout!r}")
-        zoneout_c, zoneout_h = (_check_rate("zoneout", z) for z in zoneout)
-    else:
-        zoneout_c = zoneout_h = _check_rate("zoneout", zoneout)
-    return (zoneout_c if "c" in cell.state_names else 0.0), zoneout_h
-
-
-def _check_size(name: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be greater than zero")
-    return value
 
 
 class RecurrentBase(nn.Module):
@@ -76,15 +47,7 @@ class RecurrentBase(nn.Module):
         engine: str = "auto",
     ) -> None:
         super().__init__()
-        if (
-            not isinstance(dropout, numbers.Number)
-            or isinstance(dropout, bool)
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(
-                "dropout should be a number in range [0, 1] representing the probability of an "
-                "element being zeroed"
-            )
+        dropout = checks.check_dropout(dropout)  # first, as torch.nn checks it
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero "
@@ -92,59 +55,43 @@ class RecurrentBase(nn.Module):
                 f"num_layers={num_layers}",
                 stacklevel=3,
             )
-        for flag_name, flag in (
-            ("bias", bias),
-            ("batch_first", batch_first),
-            ("bidirectional", bidirectional),
-            ("peephole", peephole),
-            ("coupled", coupled),
-            ("layer_norm", layer_norm),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{flag_name} should be of type bool, got: {type(flag).__name__}")
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
-        if not isinstance(num_layers, int) or num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
-        if not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(
-                "proj_size should be a positive integer or zero to disable projections"
-            )
+        for flag_name, flag in (("batch_first", batch_first), ("bidirectional", bidirectional)):
+            checks.check_bool(flag_name, flag)
+        self.input_size = checks.check_size("input_size", input_size)
+        self.hidden_size = checks.check_size("hidden_size", hidden_size)
+        checks.check_size("num_layers", num_layers)
+        checks.check_size("proj_size", proj_size, minimum=0)
         if proj_size >= hidden_size:
-            raise ValueError("proj_size has to be smaller than hidden_size")
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+                f"hidden_size={hidden_size}; lower proj_size or pass 0 to disable projections"
+            )
         if proj_size and not self.cell.supports_projection:
             raise ValueError(f"proj_size argument is only supported for LSTM, not {self.cell.name}")
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
-            )
-        for flag_name, flag, ok in (
-            ("peephole", peephole, self.cell.supports_peephole),
-            ("coupled", coupled, self.cell.supports_coupled),
-        ):
-            if flag and not ok:
-                raise ValueError(f"{flag_name}=True: the {self.cell.name} cell has no such option")
-        if forget_bias is not None and "f" not in self.cell.layout(CellOptions(coupled=coupled)):
-            raise ValueError(f"forget_bias: the {self.cell.name} cell has no forget gate 'f'")
-        if forget_bias is not None and not bias:
-            raise ValueError("forget_bias needs bias=True: the forget gate's bias is where it goes")
-        zoneout_c, zoneout_h = _zoneout_pair(zoneout, self.cell)
-        engines.check_engine_name(engine)
-
+        forget_bias = checks.check_cell_options(
+            self.cell,
+            bias=bias,
+            nonlinearity=nonlinearity,
+            forget_bias=forget_bias,
+            peephole=peephole,
+            coupled=coupled,
+            layer_norm=layer_norm,
+        )
         self.num_layers = num_layers
         self.bias = bias
         self.batch_first = batch_first
-        self.dropout = float(dropout)
+        self.dropout = dropout
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.nonlinearity = nonlinearity
-        self.forget_bias = forget_bias
         self.peephole = peephole
         self.coupled = coupled
         self.layer_norm = layer_norm
-        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
-        self.weight_drop = _check_rate("weight_drop", weight_drop, upper_inclusive=False)
-        self.zoneout = (zoneout_c, zoneout_h)
+        self.forget_bias = forget_bias  # after bias and coupled, which its check reads
+        # __setattr__ checks and converts these as they are set (see _ATTR_CHECKS)
+        self.recurrent_dropout = recurrent_dropout
+        self.weight_drop = weight_drop
+        self.zoneout = zoneout
         self.engine = engine
         self.last_engine: str | None = None
         self.last_engine_reason: str | None = None
@@ -180,9 +127,25 @@ class RecurrentBase(nn.Module):
         values = {name: getattr(self, name) for name in self._SPEC_FIELDS}
         object.__setattr__(self, "spec", RecurrentSpec(cell=self.cell, **values))
 
+    # The float and name attributes torch.nn users do reassign (`layer.dropout = 0.3`), checked
+    # on every assignment as the constructor checks them: a bad value is refused where it is
+    # set, not at the next forward (an unknown engine was a KeyError there, a NaN forget_bias
+    # a NaN output after reset_parameters).
+    _ATTR_CHECKS = {
+        "dropout": lambda self, v: checks.check_dropout(v),
+        "recurrent_dropout": lambda self, v: checks.check_rate("recurrent_dropout", v),
+        "weight_drop": lambda self, v: checks.check_rate("weight_drop", v, upper_inclusive=False),
+        "zoneout": lambda self, v: checks.zoneout_pair(v, self.cell),  # a rate or a pair
+        "forget_bias": lambda self, v: checks.check_forget_bias(
+            v, self.cell, self.coupled, self.bias
+        ),
+        "engine": lambda self, v: checks.check_engine(v),
+    }
+
     def __setattr__(self, name, value) -> None:
-        if name == "zoneout" and "spec" in self.__dict__:  # reassigned: a rate or a pair, as
-            value = _zoneout_pair(value, self.cell)  # the constructor takes it
+        check = self._ATTR_CHECKS.get(name)
+        if check is not None:
+            value = check(self, value)
         super().__setattr__(name, value)
         if name in self._SPEC_FIELDS and "spec" in self.__dict__:
             self._build_spec()

@@ -16,8 +16,8 @@ from lstmkit.cells import GRU as GRU_CELL
 from lstmkit.cells import LSTM as LSTM_CELL
 from lstmkit.cells import RNN as RNN_CELL
 from lstmkit.cells.base import Cell, CellOptions, input_projection, recurrent_projection
-from lstmkit.nn.base import _check_size
-from lstmkit.nn.inputs import _check_tensor
+from lstmkit.nn import checks
+from lstmkit.nn.inputs import _check_tensor, split_states
 from lstmkit.nn.params import ParamSpec, gather, init_params, register_params
 
 
@@ -39,16 +39,17 @@ class CellBase(nn.Module):
         layer_norm: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
-            )
-        if forget_bias is not None and not bias:
-            raise ValueError("forget_bias needs bias=True: the forget gate's bias is where it goes")
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
+        forget_bias = checks.check_cell_options(
+            self.cell,
+            bias=bias,
+            nonlinearity=nonlinearity,
+            forget_bias=forget_bias,
+            peephole=peephole,
+            coupled=coupled,
+            layer_norm=layer_norm,
+        )
+        self.input_size = checks.check_size("input_size", input_size)
+        self.hidden_size = checks.check_size("hidden_size", hidden_size)
         self.bias = bias
         self.nonlinearity = nonlinearity
         self.forget_bias = forget_bias
@@ -75,6 +76,8 @@ class CellBase(nn.Module):
 
     def forward(self, input: Tensor, hx=None, return_gates: bool = False):
         name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if input.size(-1) != self.input_size:
@@ -92,7 +95,7 @@ class CellBase(nn.Module):
             zeros = torch.zeros(B, self.hidden_size, dtype=x.dtype, device=x.device)
             state = (zeros,) * len(self.cell.state_names)
         else:
-            state = tuple(hx) if many else (hx,)
+            state = split_states(name, hx, self.cell.state_names)
             for i, s in enumerate(state):
                 label = f"hx[{i}]" if many else "hx"
                 if s.dim() != input.dim():

@@ -41,7 +41,13 @@ def _check_tensor(what: str, t: Tensor, dtype: torch.dtype, device: torch.device
 
 
 def _check_lengths(lengths, B: int, T: int) -> Tensor:
-    lengths = torch.as_tensor(lengths)
+    try:
+        lengths = torch.as_tensor(lengths)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:  # torch's words name no
+        raise TypeError(  # argument ("Could not infer dtype of str", "Overflow when unpacking")
+            f"lengths must be a 1-D tensor or a list of {B} ints (one length per sequence), "
+            f"got {type(lengths).__name__}: {e}"
+        ) from None
     if lengths.dim() != 1 or lengths.numel() != B:
         raise ValueError(
             f"lengths must be a 1-D tensor with one length per sequence: expected shape ({B},), "
@@ -58,6 +64,80 @@ def _check_lengths(lengths, B: int, T: int) -> Tensor:
     return lengths
 
 
+_PACK_HINT = (
+    "build PackedSequences with torch.nn.utils.rnn.pack_padded_sequence or pack_sequence "
+    "rather than by hand"
+)
+
+
+def _describe(t: object, most: int = 16) -> str:
+    """A short account of an index tensor for an error message."""
+    if not isinstance(t, Tensor):
+        return type(t).__name__
+    values = t.flatten()[:most].tolist()
+    more = ", ..." if t.numel() > most else ""
+    return f"{t.dim()}-D {t.dtype} of {t.numel()} elements {values}{more}"
+
+
+def _check_packed(p: PackedSequence) -> None:
+    """A PackedSequence is four tensors that must agree, and nothing in PackedSequence checks
+    that they do. Checked before pad_packed_sequence, which trusts them: a negative batch size
+    corrupts the heap there, rows past sum(batch_sizes) are dropped silently, and indices that
+    are not a permutation and its inverse make the output more (or fewer) rows than the input."""
+    bs = p.batch_sizes
+    if not isinstance(bs, Tensor) or bs.dim() != 1 or bs.dtype != torch.int64 or bs.numel() == 0:
+        raise ValueError(
+            "PackedSequence batch_sizes must be a non-empty 1-D int64 tensor, got "
+            f"{_describe(bs)}; " + _PACK_HINT
+        )
+    sizes = bs.tolist()
+    if sizes[-1] < 1 or any(a < b for a, b in zip(sizes, sizes[1:])):
+        raise ValueError(
+            "PackedSequence batch_sizes must be positive and non-increasing (the number of "
+            f"sequences still running at each step), got {sizes}; " + _PACK_HINT
+        )
+    if sum(sizes) != p.data.size(0):
+        raise ValueError(
+            f"PackedSequence data has {p.data.size(0)} rows but its batch_sizes sum to "
+            f"{sum(sizes)}; they must agree. " + _PACK_HINT
+        )
+    B = sizes[0]
+    perms = {}
+    for what in ("sorted_indices", "unsorted_indices"):
+        idx = getattr(p, what)
+        if idx is None:  # absent: the batch is in sorted order already (the identity)
+            continue
+        ok = (
+            isinstance(idx, Tensor)
+            and idx.dim() == 1
+            and idx.dtype in (torch.int64, torch.int32)
+            and idx.numel() == B
+        )
+        if ok and idx.device != p.data.device:
+            raise ValueError(
+                f"PackedSequence {what} is on {idx.device} but its data is on {p.data.device}; "
+                "move the whole sequence with packed.to(device)"
+            )
+        perm = idx.tolist() if ok else None
+        if perm is None or sorted(perm) != list(range(B)):
+            got = _describe(idx)
+            raise ValueError(
+                f"PackedSequence {what} must be a permutation of range({B}) (batch_sizes[0] "
+                f"sequences), got {got}; " + _PACK_HINT
+            )
+        perms[what] = perm
+    identity = list(range(B))
+    sorted_idx = perms.get("sorted_indices", identity)
+    unsorted_idx = perms.get("unsorted_indices", identity)
+    if any(unsorted_idx[j] != i for i, j in enumerate(sorted_idx)):
+        raise ValueError(
+            "PackedSequence unsorted_indices must be the inverse permutation of sorted_indices, "
+            f"got sorted_indices {sorted_idx} and unsorted_indices {unsorted_idx} (None reads "
+            "as the identity); "
+            "pass only sorted_indices (PackedSequence computes the inverse) or " + _PACK_HINT
+        )
+
+
 def prepare(module, input, hx, lengths) -> Prepared:
     """Validate and canonicalise. `module` is a RecurrentBase (for sizes, dtype and device)."""
     name = type(module).__name__
@@ -67,9 +147,14 @@ def prepare(module, input, hx, lengths) -> Prepared:
         if lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths=, not both")
         packed = input
+        if not isinstance(input.data, Tensor):
+            raise TypeError(
+                f"PackedSequence data must be a Tensor, got {type(input.data).__name__}"
+            )
         _check_tensor("input", input.data, w.dtype, w.device)
         if input.data.dim() != 2:
             raise RuntimeError(f"input must have 2 dimensions, got {input.data.dim()}")
+        _check_packed(input)
         input, lengths = pad_packed_sequence(input, batch_first=module.batch_first)
     elif not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor or a PackedSequence, got {type(input)}")
@@ -97,16 +182,34 @@ def prepare(module, input, hx, lengths) -> Prepared:
     return Prepared(input, hx, lengths, batched, packed)
 
 
+def split_states(name: str, hx, state_names: tuple[str, ...]) -> tuple[Tensor, ...]:
+    """The caller's hx -> one tensor per state, checked for structure only (not shapes): a lone
+    Tensor for one state, a tuple / list of tensors for several (as torch.nn takes them)."""
+    if len(state_names) == 1:
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"{name}: hx must be a Tensor, got {type(hx).__name__}")
+        return (hx,)
+    want = ", ".join(f"{s}_0" for s in state_names)
+    if (
+        not isinstance(hx, (tuple, list))
+        or len(hx) != len(state_names)
+        or not all(isinstance(s, Tensor) for s in hx)
+    ):
+        got = type(hx).__name__
+        if isinstance(hx, (tuple, list)):
+            got += f" of {[type(s).__name__ for s in hx]}"
+        raise TypeError(
+            f"{name}: hx must be a tuple ({want}) of {len(state_names)} tensors, got {got}"
+        )
+    return tuple(hx)
+
+
 def _prepare_hx(module, hx, batched: bool, B: int, w: Tensor) -> tuple[Tensor, ...]:
     shapes = module.state_shapes(B)
     if hx is None:
         return tuple(torch.zeros(s, dtype=w.dtype, device=w.device) for s in shapes)
     many = len(shapes) > 1
-    states = tuple(hx) if many else (hx,)
-    if many and (not isinstance(hx, (tuple, list)) or len(hx) != len(shapes)):
-        raise TypeError(f"{type(module).__name__}: hx must be a tuple (h_0, c_0) of two tensors")
-    if not many and not isinstance(hx, Tensor):
-        raise TypeError(f"{type(module).__name__}: hx must be a Tensor, got {type(hx)}")
+    states = split_states(type(module).__name__, hx, module.cell.state_names)
     want = 3 if batched else 2
     if any(s.dim() != want for s in states):
         dims = ", ".join(f"{s.dim()}-D" for s in states)

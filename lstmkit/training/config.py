@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lstmkit.data.text import LEVELS
 from lstmkit.training.model import ModelConfig
+from lstmkit.training.typed import check_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +38,10 @@ else:  # pragma: no cover
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau")
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size")
+# SGD wants a large step (PyTorch's word_language_model uses 20); Adam's usual step is 1e-3, and
+# Adam at SGD's 20 diverges at once (validation perplexity 1.7e129 in issue 10)
+DEFAULT_LR = {"sgd": 20.0, "adam": 1e-3, "adamw": 1e-3}
+MAX_SEED = 2**63 - 1 - 1024  # torch takes a signed 64-bit seed; each rank adds its rank
 
 
 @dataclass
@@ -52,7 +58,7 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     # optimisation
     optimizer: str = "sgd"
-    lr: float = 20.0
+    lr: float | None = None  # None = DEFAULT_LR[optimizer]
     momentum: float = 0.0
     weight_decay: float = 0.0
     clip: float = 0.25  # max gradient L2 norm, 0 = no clipping
@@ -74,7 +80,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
+        check_types(self)
+        choices = [
             (self.level in LEVELS, f"level must be one of {LEVELS}, got {self.level!r}"),
             (
                 self.encoding_errors in ("strict", "replace"),
@@ -92,20 +99,54 @@ class TrainConfig:
                 self.loss_per in ("token", "sequence"),
                 f"loss_per must be 'token' or 'sequence', got {self.loss_per!r}",
             ),
+        ]
+        for ok, message in choices:
+            if not ok:
+                raise ValueError(message)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        checks = [
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.clip >= 0, f"clip must be >= 0 (0 = off), got {self.clip}"),
+            (
+                0 < self.lr_decay <= 1,
+                f"lr_decay multiplies the lr, so it must be in (0, 1] (1 = no decay), got "
+                f"{self.lr_decay}; a factor <= 0 would make the lr zero or negative",
+            ),
+            (self.decay_after >= 0, f"decay_after counts epochs, >= 0, got {self.decay_after}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
+            (
+                self.batch_size >= 1 and self.eval_batch_size >= 1,
+                f"batch sizes must be >= 1, got batch_size={self.batch_size}, "
+                f"eval_batch_size={self.eval_batch_size}",
+            ),
             (self.bptt >= 1, f"bptt must be >= 1, got {self.bptt}"),
-            (self.eval_every >= 0 and self.max_steps >= 0, "eval_every/max_steps must be >= 0"),
+            (
+                self.eval_every >= 0,
+                f"eval_every must be >= 0 (0 = per epoch), got {self.eval_every}",
+            ),
+            (self.max_steps >= 0, f"max_steps must be >= 0 (0 = no limit), got {self.max_steps}"),
+            (self.dry_run_steps >= 1, f"dry_run_steps must be >= 1, got {self.dry_run_steps}"),
             (self.min_count >= 1, f"min_count must be >= 1, got {self.min_count}"),
+            (
+                self.max_vocab is None or self.max_vocab >= 1,
+                f"max_vocab must be >= 1 (specials included), got {self.max_vocab}",
+            ),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1025], got {self.seed}"),
+            (self.threads >= 0, f"threads must be >= 0 (0 = torch's default), got {self.threads}"),
+            (bool(self.out), "out (the run directory) must not be empty"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_device_name(self.device)
         unknown = sorted(set(self.model) - set(MODEL_KEYS))
         if unknown:
             raise ValueError(f"unknown model keys {unknown}; known: {list(MODEL_KEYS)}")
+        # the model's own checks (types, ranges) now, not after the data has been read
+        ModelConfig.from_dict({"vocab_size": 1, **self.model})
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model)
@@ -121,7 +162,21 @@ class TrainConfig:
             hint = [k for k in unknown if k in MODEL_KEYS]
             more = f" ({hint} belong in the [model] table)" if hint else ""
             raise ValueError(f"{source}: unknown keys {unknown}{more}; known keys: {sorted(known)}")
-        return cls(**d)
+        if not isinstance(d.get("model", {}), dict):
+            raise ValueError(
+                f"{source}: model must be a table of model settings ([model] in TOML, an object "
+                f"in JSON), got {d['model']!r}"
+            )
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+
+
+def check_device_name(name: str) -> None:
+    """auto, cpu, cuda, cuda:N or mps; anything else (tpu, meta, cuda:x) is refused up front."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
 
 
 def read_config_file(path: str) -> dict:
@@ -147,7 +202,13 @@ def read_config_file(path: str) -> dict:
 def merge_config(file_values: dict, flag_values: dict, source: str = "config") -> TrainConfig:
     """File values, then explicitly given flags on top; model keys may be given either way."""
     merged = {k: v for k, v in file_values.items() if k != "model"}
-    model = dict(file_values.get("model", {}))
+    model = file_values.get("model", {})
+    if not isinstance(model, dict):
+        raise ValueError(
+            f"{source}: model must be a table of model settings ([model] in TOML, an object in "
+            f"JSON), got {model!r}"
+        )
+    model = dict(model)
     for k, v in flag_values.items():
         if k in MODEL_KEYS:
             model[k] = v

@@ -28,6 +28,22 @@ class NonFiniteLossError(FloatingPointError):
         )
 
 
+class DivergedError(NonFiniteLossError):
+    """Validation loss far worse than a uniform guess over the vocabulary after an epoch."""
+
+    def __init__(self, step: int, loss: float, vocab_size: int, which: str = "validation") -> None:
+        self.step, self.loss = step, loss
+        FloatingPointError.__init__(
+            self,
+            f"the run diverged: {which} loss {loss:.3g} nats (perplexity "
+            f"{perplexity(loss):.3g}) at step {step}, after a whole epoch, is far worse than a "
+            f"uniform guess over the {vocab_size:,} tokens of the vocabulary "
+            f"({math.log(vocab_size):.3f} nats) and than the untrained model. Training "
+            f"stopped; the last checkpoint before it was kept. Lower --lr (Adam: about 1e-3), "
+            f"or clip harder with --clip",
+        )
+
+
 def lm_loss(logits: Tensor, y: Tensor, per: str = "token") -> Tensor:
     """Cross-entropy of logits (T, B, V) against y (T, B).
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from lstmkit.cells.registry import cell_names
 from lstmkit.nn.layers import layer_class
+from lstmkit.training.typed import check_types
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ModelConfig:
     layer_norm: bool = False
 
     def __post_init__(self) -> None:
+        check_types(self)  # a TOML `hidden_size = "200"` or `peephole = "no"` stops here
         if self.cell not in cell_names():
             raise ValueError(f"cell must be one of {cell_names()}, got {self.cell!r}")
         for name in ("vocab_size", "emb_size", "hidden_size", "num_layers"):
@@ -68,6 +70,16 @@ class ModelConfig:
             )
         if self.init not in ("torch", "uniform"):
             raise ValueError(f"init must be 'torch' or 'uniform', got {self.init!r}")
+        if self.init == "uniform" and not self.init_range > 0:
+            raise ValueError(
+                f"init_range is the r of U(-r, r), so it must be > 0, got {self.init_range}"
+            )
+        from lstmkit.engines import ENGINES  # late: the engines import the layers
+
+        if self.engine != "auto" and self.engine not in ENGINES:
+            raise ValueError(
+                f"engine must be 'auto' or one of {sorted(ENGINES)}, got {self.engine!r}"
+            )
         if self.cell != "lstm" and (self.forget_bias is not None or self.peephole):
             raise ValueError("forget_bias and peephole exist only for cell='lstm'")
 

@@ -15,7 +15,6 @@ update, leaving the last good checkpoints untouched.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,15 +28,22 @@ from lstmkit.data.batching import as_tensor, batchify, num_windows, windows
 from lstmkit.data.text import read_tokens
 from lstmkit.data.vocab import EOS, UNK, Vocab
 from lstmkit.training import distributed as dist_util
+from lstmkit.training import rundir
 from lstmkit.training.checkpoint import (
-    CheckpointError,
     load_checkpoint,
     load_training_state,
     save_checkpoint,
 )
 from lstmkit.training.config import TrainConfig
-from lstmkit.training.loop import NonFiniteLossError, evaluate_stream, train_window
+from lstmkit.training.loop import (
+    DivergedError,
+    NonFiniteLossError,
+    evaluate_stream,
+    train_window,
+)
 from lstmkit.training.model import LanguageModel, count_parameters
+
+DIVERGED_FACTOR = 2.0  # stop: perplexity this many times a uniform guess after an epoch
 
 
 @dataclass
@@ -57,6 +63,13 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was requested but CUDA is not available; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices "
+            f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} was requested but MPS is not available; use cpu")
     return device
 
 
@@ -106,33 +119,6 @@ def _restore_hidden(tensors: dict[str, Tensor], model: LanguageModel, info, devi
     return tuple(parts) if model.is_lstm else parts[0]
 
 
-def _check_resumable(out: Path, model_config, vocab: Vocab, cfg: TrainConfig) -> None:
-    _, saved_config, saved_vocab, meta = load_checkpoint(out / "last")
-    if saved_vocab != vocab:
-        diff = next(
-            (i for i, (a, b) in enumerate(zip(saved_vocab.itos, vocab.itos)) if a != b),
-            min(len(saved_vocab), len(vocab)),
-        )
-        raise CheckpointError(
-            f"cannot resume: the vocabulary in {out / 'last'} ({len(saved_vocab)} tokens) is not "
-            f"the one built from {cfg.train_file} with these settings ({len(vocab)} tokens; "
-            f"first difference at id {diff}). Resume with the same training file, --level, "
-            f"--min-count and --max-vocab"
-        )
-    if saved_config != model_config:
-        a, b = saved_config.to_dict(), model_config.to_dict()
-        diffs = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
-        raise CheckpointError(
-            f"cannot resume: the model in {out / 'last'} differs from the one "
-            f"these settings build: {{key: (saved, now)}} = {diffs}"
-        )
-    if meta["data"].get("level") != cfg.level:
-        raise CheckpointError(
-            f"cannot resume: {out / 'last'} was trained at level "
-            f"{meta['data'].get('level')!r}, this run asks for {cfg.level!r}"
-        )
-
-
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Train a language model as configured; see the module docstring. Raises
     NonFiniteLossError on a NaN/inf loss and CheckpointError when --resume cannot work."""
@@ -154,6 +140,14 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
     say = tqdm.write if main else (lambda *a, **k: None)  # rank 0 alone talks
     if not cfg.train_file:
         raise ValueError("no training file: pass --train FILE (or train_file in the config file)")
+    # before the data is read: a run that cannot be saved, or would overwrite one, stops now
+    for note in rundir.prepare_run_dir(out, resume) if main else []:
+        say(f"note: {note}")
+    if cfg.optimizer in ("adam", "adamw") and cfg.lr > 0.1:
+        say(
+            f"warning: lr {cfg.lr:g} with {cfg.optimizer} is far above its usual range "
+            f"(1e-4 .. 1e-2, default 1e-3); such runs usually diverge at once"
+        )
     train_tokens = read_tokens(cfg.train_file, cfg.level, cfg.encoding_errors)
     vocab = build_vocab(train_tokens, cfg)
     train_data = batchify(
@@ -176,22 +170,27 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
         "window": 0,
         "step": 0,
         "best_valid": None,
+        "best_step": None,
         "last_valid": None,
+        "initial_valid": None,  # the untrained model's validation loss
         "tokens": 0,
         "history": [],
     }
     hidden = None
-    if not resume and (out / "last").exists():
-        raise CheckpointError(
-            f"{out / 'last'} already exists: a fresh run would overwrite it. Add --resume to "
-            f"continue that run, or choose another --out"
-        )
+    per_epoch = num_windows(train_data, cfg.bptt)
+    extra = {"data": data_meta, "train": cfg.to_dict()}  # what every checkpoint's config holds
     if resume:
-        _check_resumable(out, model_config, vocab, cfg)
         loaded = load_checkpoint(out / "last", map_location=device)
+        rundir.check_resumable(out, loaded, model_config, vocab, cfg)
         model.load_state_dict(loaded.model.state_dict())
         state, tensors = load_training_state(out / "last", optimizer)
+        rundir.check_state(state, per_epoch, out / "last")
+        state.setdefault("best_step", None)  # checkpoints from before best_step was kept
         hidden = _restore_hidden(tensors, model, info, device)
+        for note in (
+            rundir.resume_run_dir(out, state, model, model_config, vocab, extra) if main else []
+        ):
+            say(f"note: {note}")
         say(
             f"resumed from {out / 'last'} at step {state['step']} (epoch {state['epoch']}, "
             f"window {state['window']})"
@@ -206,7 +205,6 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    per_epoch = num_windows(train_data, cfg.bptt)
     limit = cfg.dry_run_steps if cfg.dry_run else cfg.max_steps
     total_steps = cfg.epochs * per_epoch
     say(
@@ -226,11 +224,41 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
             raise NonFiniteLossError(state["step"], m["nats"], " (validation loss)")
         return m
 
+    def check_diverged(valid: dict | None, end_of_epoch: bool) -> None:
+        """Worse than a uniform guess over the vocabulary and than the untrained model (whose
+        random decoder starts a little above log V): a warning, and `"diverged": true` in the
+        log. After a whole epoch at more than twice that perplexity the run stops: a model that
+        learnt anything is far better by then (PTB: a diverged RNN reached 3e7 for V = 1e4),
+        while a tiny noisy run can wobble just above it. Without validation data the epoch's
+        training loss is judged the same way, against the uniform guess alone."""
+        entry = state["history"][-1]  # (called right after record())
+        loss = valid["nats"] if valid else entry["train_nats"]
+        yardstick = math.log(len(vocab))
+        if valid:
+            yardstick = max(yardstick, state["initial_valid"])
+        if loss is None or loss <= yardstick:
+            return
+        entry["diverged"] = True
+        if end_of_epoch and loss > yardstick + math.log(DIVERGED_FACTOR):
+            raise DivergedError(
+                state["step"], loss, len(vocab), "validation" if valid else "training"
+            )
+        say(
+            f"warning: step {state['step']}: {'validation' if valid else 'training'} loss "
+            f"{loss:.3f} nats is worse than a uniform guess over the {len(vocab):,} tokens "
+            f"({math.log(len(vocab)):.3f})" + (" and than the untrained model" if valid else "")
+        )
+
     def checkpoint(valid: dict | None, hidden_now) -> None:
-        """Save last (all ranks join the hidden-state gather; rank 0 writes)."""
+        """Save last (all ranks join the hidden-state gather; rank 0 writes), then best when
+        this validation improved, then the log line: the order resume_run_dir() relies on."""
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # e.g. a huge lr: the loss was finite, the update was not; keep the last save
+            raise NonFiniteLossError(
+                state["step"], math.nan, f" (in the parameters after the update: {bad[:3]})"
+            )
         tensors = _hidden_tensors(hidden_now)
         if main:
-            extra = {"data": data_meta, "train": cfg.to_dict()}
             save_checkpoint(
                 out / "last",
                 model,
@@ -242,17 +270,16 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
                 save_rng=True,
                 **extra,
             )
-            if valid is not None and state["best_valid"] == valid["nats"]:
+            if valid is not None and state["best_step"] == state["step"]:
                 save_checkpoint(out / "best", model, model_config, vocab, **extra)
-            with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(state["history"][-1]) + "\n")
+            rundir.append_log(out / rundir.LOG, state["history"][-1])
         dist_util.barrier()
 
     def record(valid: dict | None, train_nats: float | None) -> None:
         if valid is not None and (
             state["best_valid"] is None or valid["nats"] < state["best_valid"]
         ):
-            state["best_valid"] = valid["nats"]
+            state["best_valid"], state["best_step"] = valid["nats"], state["step"]
         state["last_valid"] = None if valid is None else valid["nats"]
         state["history"].append(
             {
@@ -265,6 +292,9 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
             }
         )
 
+    if valid_data is not None and state.get("initial_valid") is None:
+        # the untrained model's loss: the yardstick of check_diverged (no RNG is drawn)
+        state["initial_valid"] = validate()["nats"]
     bar = tqdm(
         total=min(total_steps, limit) if limit else total_steps,
         initial=state["step"],
@@ -274,6 +304,10 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
     )
     t0, tokens0, stopped_by = time.time(), state["tokens"], "finished"
     run_loss, run_n = 0.0, 0
+    if limit and state["step"] >= limit:  # e.g. --resume --max-steps 20 of a run at step 20
+        say(f"already at step {state['step']} (--max-steps {limit}): nothing to do")
+        bar.close()
+        return _result(out, state, "dry_run" if cfg.dry_run else "max_steps")
     try:
         while state["epoch"] <= cfg.epochs:
             epoch = state["epoch"]
@@ -311,14 +345,16 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
                     run_loss, run_n = 0.0, 0
                     if valid:
                         say(f"step {state['step']}: valid {_fmt(valid)}")
+                    check_diverged(valid, end_of_epoch=False)
                     checkpoint(valid, hidden)
                 if limit and state["step"] >= limit:
                     stopped_by = "dry_run" if cfg.dry_run else "max_steps"
                     break
             if stopped_by != "finished" and state["window"] < per_epoch:
-                valid = validate() if cfg.dry_run else None
-                record(valid, run_loss / max(run_n, 1))
-                checkpoint(valid, hidden)  # mid-epoch: resumable from this exact window
+                if run_n:  # (none: this very step was just validated, recorded and saved)
+                    valid = validate() if cfg.dry_run else None
+                    record(valid, run_loss / run_n)
+                    checkpoint(valid, hidden)  # mid-epoch: resumable from this exact window
                 break
             state["epoch"], state["window"] = epoch + 1, 0
             valid = validate()
@@ -332,6 +368,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
                     g["lr"] *= cfg.lr_decay
             record(valid, run_loss / max(run_n, 1))
             run_loss, run_n = 0.0, 0
+            check_diverged(valid, end_of_epoch=True)
             say(
                 f"end of epoch {epoch}: step {state['step']}"
                 + (f", valid {_fmt(valid)}" if valid else "")
@@ -350,6 +387,10 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
             )
         raise
     bar.close()
+    return _result(out, state, stopped_by)
+
+
+def _result(out: Path, state: dict, stopped_by: str) -> TrainResult:
     return TrainResult(
         out=str(out),
         steps=state["step"],

@@ -1,9 +1,16 @@
+import errno
 import json
 import os
 import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from lstmkit.data.vocab import Vocab
 from lstmkit.training import checkpoint as ck
@@ -11,6 +18,7 @@ from lstmkit.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_training_state,
+    recover_interrupted_saves,
     save_checkpoint,
 )
 from lstmkit.training.model import LanguageModel, ModelConfig
@@ -183,7 +191,7 @@ def test_config_that_does_not_fit_weights_is_refused(tmp_path):
     man = json.loads(mpath.read_text())
     man["files"]["config.json"] = {"bytes": cpath.stat().st_size, "sha256": ck._sha256(cpath)}
     mpath.write_text(json.dumps(man))
-    with pytest.raises(CheckpointError, match="has shape .* config.json implies"):
+    with pytest.raises(CheckpointError, match="does not fit config.json: .*hidden_size=9 .*8"):
         load_checkpoint(tmp_path / "ck")
     with pytest.raises(CheckpointError, match="vocabulary has"):
         save_checkpoint(tmp_path / "ck2", m, ModelConfig(vocab_size=3), VOCAB)
@@ -215,8 +223,14 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch, fail
                 raise KeyboardInterrupt("killed")
 
         monkeypatch.setattr(ck.os, "replace", crash_after_first_rename)
-    with pytest.raises((OSError, KeyboardInterrupt)):
+    expected = CheckpointError if fail_at == "write" else KeyboardInterrupt
+    with pytest.raises(expected) as info:
         save_checkpoint(tmp_path / "last", m_new, cfg, VOCAB)
+    if fail_at == "write":  # a sentence for the user, the OSError kept as the cause
+        assert "disk full while saving" in str(info.value) and "previous checkpoint is intact" in (
+            str(info.value)
+        )
+        assert isinstance(info.value.__cause__, OSError)
     monkeypatch.undo()
     loaded, *_ = load_checkpoint(tmp_path / "last")
     assert _same_weights(loaded, m_old)
@@ -224,3 +238,166 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch, fail
     save_checkpoint(tmp_path / "last", m_new, cfg, VOCAB)  # and saving works again
     assert _same_weights(load_checkpoint(tmp_path / "last").model, m_new)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def _saved(path, seed=0, resumable=False):
+    m, cfg = _model(seed=seed)
+    extra = {}
+    if resumable:
+        opt = torch.optim.SGD(m.parameters(), lr=1, momentum=0.9)
+        m(torch.randint(0, len(VOCAB), (4, 2)))[0].sum().backward()
+        opt.step()
+        extra = dict(optimizer=opt, state={"step": 1}, save_rng=True)
+    save_checkpoint(path, m, cfg, VOCAB, data={"level": "word"}, **extra)
+    return m
+
+
+def _snapshot(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+# ---- issue 10, item 16: a full disk or a file-size limit during a save -------------------------
+def _enospc(*a, **k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _rust_enospc(*a, **k):
+    raise SafetensorError(
+        "Error while serializing: I/O error: No space left on device (os error 28)"
+    )
+
+
+def _replace_fails_at(n):
+    real, calls = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == n:
+            _enospc()
+        real(src, dst)
+
+    return replace
+
+
+@pytest.mark.parametrize(
+    "target, fake",
+    [
+        ("save_file", _enospc),
+        ("save_file", _rust_enospc),
+        ("_write_json", _enospc),
+        ("finish_files", _enospc),
+        ("os.replace", _replace_fails_at(1)),
+        ("os.replace", _replace_fails_at(2)),  # old moved aside, new not in place: put back
+    ],
+    ids=["weights", "weights-rust", "json", "fsync", "rename-1", "rename-2"],
+)
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch, target, fake):
+    _saved(tmp_path / "last")
+    before = _snapshot(tmp_path / "last")
+    m, cfg = _model(seed=5)
+    if target == "os.replace":
+        monkeypatch.setattr(ck.os, "replace", fake)
+    else:
+        monkeypatch.setattr(ck, target, fake)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(tmp_path / "last", m, cfg, VOCAB, data={"level": "word"})
+    monkeypatch.undo()
+    assert str(info.value).startswith(f"disk full while saving {tmp_path / 'last'}; the previous")
+    assert "intact" in str(info.value) and info.value.__cause__ is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no .tmp-*, no .old
+    assert _snapshot(tmp_path / "last") == before
+
+
+def test_first_save_on_a_full_disk_says_nothing_was_written(tmp_path, monkeypatch):
+    m, cfg = _model()
+    monkeypatch.setattr(ck, "save_file", _enospc)
+    with pytest.raises(CheckpointError, match="disk full while saving .*nothing was written"):
+        save_checkpoint(tmp_path / "last", m, cfg, VOCAB)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_size_limit_keeps_the_previous_checkpoint(tmp_path):
+    """A real RLIMIT_FSIZE in a child process (SIGXFSZ ignored, so writes fail with EFBIG)."""
+    _saved(tmp_path / "last")
+    before = _snapshot(tmp_path / "last")
+    limit = (tmp_path / "last" / "model.safetensors").stat().st_size // 2
+    script = textwrap.dedent(f"""
+        import resource, signal, sys, torch
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_lm_checkpoint import VOCAB, _model
+        from lstmkit.training.checkpoint import CheckpointError, save_checkpoint
+        m, cfg = _model(seed=5)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+        try:
+            save_checkpoint({str(tmp_path / "last")!r}, m, cfg, VOCAB)
+        except CheckpointError as e:
+            print("REFUSED", e, "| cause:", repr(e.__cause__))
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "REFUSED file-size limit reached" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "previous checkpoint is intact" in out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert _snapshot(tmp_path / "last") == before
+
+
+# ---- issue 10, item 3: what a kill -9 during a save leaves, and recover_interrupted_saves -------
+def test_recover_removes_unfinished_copies_and_restores_old(tmp_path):
+    run = tmp_path / "run"
+    _saved(run / "last", resumable=True)
+    m, cfg = _model(seed=4)
+    save_checkpoint(run / "best", m, cfg, VOCAB)
+    (run / ".last.tmp-ab12_x9z").mkdir()
+    (run / ".last.tmp-ab12_x9z" / "model.safetensors").write_bytes(b"half")
+    (run / ".best.tmp-q").mkdir()
+    (run / ".keep.tmp-file").write_text("a file, not a save's directory")
+    (run / "notes.old").mkdir()
+    os.replace(run / "best", run / ".best.old")  # a crash between the two renames
+    shutil.copytree(run / "last", run / ".last.old")  # a crash while deleting the old copy
+    notes = recover_interrupted_saves(run)
+    assert len(notes) == 4, notes
+    assert any("restored" in n and "best" in n for n in notes)
+    names = sorted(p.name for p in run.iterdir())
+    assert names == [".keep.tmp-file", "best", "last", "notes.old"]
+    assert _same_weights(load_checkpoint(run / "best").model, m)
+    load_training_state(run / "last", restore_rng=False)
+    assert recover_interrupted_saves(run) == [] and recover_interrupted_saves(tmp_path / "no") == []
+
+
+@pytest.mark.parametrize("point", ["weights", "manifest", "rename-1", "rename-2"])
+def test_kill_at_each_point_of_a_save_then_recover(tmp_path, point):
+    """A forked child saves and dies (os._exit: no cleanup runs) at `point`."""
+    _saved(tmp_path / "last")
+    before = _snapshot(tmp_path / "last")
+    m, cfg = _model(seed=6)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            die = lambda *a, **k: os._exit(9)  # noqa: E731
+            if point == "weights":
+                ck.save_file = die
+            elif point == "manifest":
+                ck.finish_files = die
+            else:
+                real, n = os.replace, int(point[-1])
+                calls = []
+                ck.os.replace = lambda s, d: (
+                    calls.append(1),
+                    real(s, d),
+                    len(calls) == n and die(),
+                )
+            save_checkpoint(tmp_path / "last", m, cfg, VOCAB)
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] >> 8 == 9
+    debris = sorted(p.name for p in tmp_path.iterdir() if p.name != "last")
+    assert debris, "the kill left nothing to recover"
+    notes = recover_interrupted_saves(tmp_path)
+    assert notes and sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    loaded = load_checkpoint(tmp_path / "last").model
+    if point == "rename-2":  # the new checkpoint was complete and in place
+        assert _same_weights(loaded, m)
+    else:
+        assert _snapshot(tmp_path / "last") == before

@@ -153,7 +153,7 @@ def test_resume_refuses_a_different_vocabulary_or_model(tmp_path):
         train(_cfg(tmp_path, "run", model=dict(TINY_MODEL, hidden_size=14)), resume=True)
     with pytest.raises(CheckpointError, match="does not exist"):
         train(_cfg(tmp_path, "never"), resume=True)
-    with pytest.raises(CheckpointError, match="already exists: a fresh run would overwrite"):
+    with pytest.raises(CheckpointError, match="already holds a run .*a fresh run would overwrite"):
         train(_cfg(tmp_path, "run", max_steps=3))
 
 
