@@ -2,9 +2,11 @@
 
     lstmkit agreement generate --out runs/agr
     lstmkit agreement train --data runs/agr/train.txt --cell lstm --out runs/agr/lstm
-    lstmkit agreement eval --checkpoint runs/agr/lstm --data runs/agr/test.jsonl
-    lstmkit agreement eval --checkpoint RUN/best --format linzen \
+    lstmkit agreement eval runs/agr/lstm --data runs/agr/test.jsonl
+    lstmkit agreement eval RUN/best --format linzen \
         --data ../shared/data/linzen_rnn_agr_simple/numpred.test.2
+
+(`eval --checkpoint DIR`, the older spelling, still works.)
 """
 
 from __future__ import annotations
@@ -14,6 +16,18 @@ import json
 from pathlib import Path
 
 from lstmkit.cells.registry import cell_names
+from lstmkit.cli.options import (
+    NATURAL,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    HelpFormatter,
+    add_checkpoint_argument,
+    add_seed_flag,
+    add_threads_flag,
+    checkpoint_of,
+    reports_errors,
+    set_threads,
+)
 
 FORMATS = ("generated", "linzen", "gulordava", "marvin")
 
@@ -22,6 +36,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "agreement",
         help="subject-verb agreement: generate data, train, score any LM",
+        formatter_class=HelpFormatter,
         description="Subject-verb agreement across a distance: a built-in sentence generator, "
         "readers for Linzen 2016, Gulordava 2018 and Marvin & Linzen 2018, and a "
         "scorer for any lstmkit language-model checkpoint.",
@@ -29,65 +44,73 @@ def register(sub) -> None:
     s = p.add_subparsers(dest="agreement_command", metavar="SUBCOMMAND")
     g = s.add_parser(
         "generate",
+        formatter_class=HelpFormatter,
         help="write a generated training corpus and test set",
         description="Writes OUT/train.txt (one sentence per line), OUT/test.jsonl "
         "(test sentences with subject and verb positions, number, "
         "distance, attractors) and OUT/vocab.txt.",
     )
     g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--train", type=int, default=20_000, help="training sentences (default 20,000)")
+    g.add_argument("--train", type=POSITIVE, default=20_000, metavar="N", help="training sentences")
     g.add_argument(
         "--max-distance",
-        type=int,
+        type=NATURAL,
         default=12,
-        help="largest distance in training, in words between subject and verb (default 12)",
+        metavar="D",
+        help="largest distance in training, in words between subject and verb",
     )
     g.add_argument(
         "--test-per-distance",
-        type=int,
+        type=POSITIVE,
         default=100,
-        help="test sentences per distance (default 100)",
+        metavar="N",
+        help="test sentences per distance",
     )
     g.add_argument(
-        "--max-test-distance", type=int, default=18, help="test distances 0..this (default 18)"
+        "--max-test-distance", type=NATURAL, default=18, metavar="D", help="test distances 0..D"
     )
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_seed_flag(g)
     g.set_defaults(func=run_generate)
 
     t = s.add_parser(
         "train",
+        formatter_class=HelpFormatter,
         help="train a small sentence-level LM on a corpus",
         description="Train an lstmkit LanguageModel on whole sentences (one per "
         "line) and save it as a checkpoint directory.",
     )
     t.add_argument("--data", required=True, help="text file, one tokenised sentence per line")
     t.add_argument("--out", required=True, help="checkpoint directory to write")
-    t.add_argument("--cell", choices=cell_names(), default="lstm", help="default lstm")
-    t.add_argument("--emb-size", type=int, default=32, help="embedding size (default 32)")
-    t.add_argument("--hidden-size", type=int, default=64, help="hidden units (default 64)")
+    t.add_argument("--cell", choices=cell_names(), default="lstm", help="recurrent cell")
+    t.add_argument("--emb-size", type=POSITIVE, default=32, metavar="N", help="embedding size")
+    t.add_argument("--hidden-size", type=POSITIVE, default=64, metavar="N", help="hidden units")
     t.add_argument(
-        "--steps", type=int, default=3000, help="optimiser steps of 32 sentences (default 3000)"
+        "--steps", type=POSITIVE, default=3000, metavar="N", help="optimiser steps of 32 sentences"
     )
-    t.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    t.add_argument(
+        "--lr", type=POSITIVE_FLOAT, default=3e-3, metavar="LR", help="Adam learning rate, > 0"
+    )
     t.add_argument(
         "--max-seconds",
-        type=float,
-        default=600,
-        help="stop training after this many seconds (default 600)",
+        type=POSITIVE_FLOAT,
+        default=600.0,
+        metavar="S",
+        help="stop training after this many seconds",
     )
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_seed_flag(t)
+    add_threads_flag(t)
     t.set_defaults(func=run_train)
 
     e = s.add_parser(
         "eval",
+        formatter_class=HelpFormatter,
         help="score a language model on agreement items",
         description="An item is right when the model gives the correct verb form "
         "a higher probability than the wrong one (Marvin & Linzen: the "
         "grammatical sentence a higher log-probability). Prints "
         "accuracy by distance and attractors, and the OOV share.",
     )
-    e.add_argument("--checkpoint", required=True, help="lstmkit LM checkpoint directory")
+    add_checkpoint_argument(e)
     e.add_argument(
         "--data",
         required=True,
@@ -95,9 +118,7 @@ def register(sub) -> None:
         "common stem of .text/.eval/.gold (gulordava), or a .json/.tsv "
         "(marvin)",
     )
-    e.add_argument(
-        "--format", choices=FORMATS, default="generated", help="input format (default generated)"
-    )
+    e.add_argument("--format", choices=FORMATS, default="generated", help="input format")
     e.add_argument(
         "--lowercase",
         action="store_true",
@@ -106,8 +127,7 @@ def register(sub) -> None:
     e.add_argument(
         "--bos",
         default="<eos>",
-        help="token fed before each sentence, if the vocabulary has it "
-        "(default <eos>; pass '' for none)",
+        help="token fed before each sentence, if the vocabulary has it ('' for none)",
     )
     e.add_argument(
         "--allow-pickle",
@@ -115,12 +135,15 @@ def register(sub) -> None:
         help="allow reading Marvin & Linzen's original .pickle (runs code from "
         "the file: only for files you trust)",
     )
-    e.add_argument("--limit", type=int, help="score only the first N items")
+    e.add_argument(
+        "--limit", type=POSITIVE, metavar="N", help="score only the first N items (default: all)"
+    )
     e.add_argument("--json", help="write the report (with per-item results) to this file")
     e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
 
+@reports_errors
 def run_generate(args: argparse.Namespace) -> int:
     from lstmkit.agreement.grammar import AgreementGrammar
     from lstmkit.agreement.readers import write_generated
@@ -143,13 +166,12 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors
 def run_train(args: argparse.Namespace) -> int:
-    import torch
-
     from lstmkit.agreement.train import SentenceLMConfig, build_vocab, train_sentence_lm
     from lstmkit.training.checkpoint import save_checkpoint
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     lines = Path(args.data).read_text(encoding="utf-8").splitlines()
     sentences = [ln.split() for ln in lines if ln.strip()]
     if len(sentences) < 32:
@@ -194,20 +216,22 @@ def load_items(fmt: str, path: str, lowercase: bool, allow_pickle: bool = False)
     return readers.read_marvin_linzen(path, lowercase=lowercase, allow_pickle=allow_pickle)
 
 
+@reports_errors
 def run_eval(args: argparse.Namespace) -> int:
     from lstmkit.agreement.score import format_report, score_pair_items, score_prefix_items
     from lstmkit.training.checkpoint import load_checkpoint
 
-    model, _, vocab, _ = load_checkpoint(args.checkpoint)
+    checkpoint = checkpoint_of(args, "agreement eval")
+    model, _, vocab, _ = load_checkpoint(checkpoint)
     items = load_items(args.format, args.data, args.lowercase, args.allow_pickle)
-    if args.limit:
+    if args.limit is not None:
         items = items[: args.limit]
     bos = args.bos or None
     if args.format == "marvin":
         report = score_pair_items(model, vocab, items, bos=bos)
     else:
         report = score_prefix_items(model, vocab, items, bos=bos)
-    print(format_report(report, f"{args.checkpoint} on {args.data} ({args.format})"))
+    print(format_report(report, f"{checkpoint} on {args.data} ({args.format})"))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from lstmkit.cli.options import (
+    NATURAL,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    HelpFormatter,
+    add_seed_flag,
+    add_threads_flag,
+    int_in,
+    reports_errors,
+    set_threads,
+)
+
+BATCH = 32  # sentences per training step (lstmkit.agreement.train.SentenceLMConfig)
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="RNN vs LSTM on long-distance agreement, with a report (a few minutes)",
+        formatter_class=HelpFormatter,
         description="Generates an agreement corpus with the built-in grammar, trains a plain "
         "RNN and an LSTM language model of the same size, measures agreement "
         "accuracy against distance while they train and at the end, finds the cells "
@@ -16,59 +31,64 @@ def register(sub) -> None:
         "number, and writes a report folder (index.html, PNGs, figures.json, "
         "summary.json, inspect.html, both models). Needs no download.",
     )
-    p.add_argument("--out", default="lstmkit-demo", help="report folder (default lstmkit-demo)")
+    p.add_argument("--out", default="lstmkit-demo", help="report folder")
     p.add_argument(
         "--steps",
-        type=int,
+        type=POSITIVE,
         default=3000,
-        help="training steps per model, 32 sentences each (default 3000); agreement "
-        "accuracy is measured every steps/12 steps along the way",
+        metavar="N",
+        help=f"training steps per model, {BATCH} sentences each; agreement accuracy is measured "
+        "every steps/12 steps along the way",
     )
     p.add_argument(
-        "--hidden-size", type=int, default=64, help="recurrent units of both models (default 64)"
+        "--hidden-size",
+        type=POSITIVE,
+        default=64,
+        metavar="N",
+        help="recurrent units of both models",
     )
     p.add_argument(
         "--train-sentences",
-        type=int,
+        type=int_in(BATCH),
         default=20_000,
-        help="generated training sentences (default 20,000)",
+        metavar="N",
+        help=f"generated training sentences, at least {BATCH} (one batch)",
     )
     p.add_argument(
         "--max-train-distance",
-        type=int,
+        type=NATURAL,
         default=12,
-        help="training distances 0..this, in words between subject and verb (default 12)",
+        metavar="D",
+        help="training distances 0..D, in words between subject and verb",
     )
     p.add_argument(
-        "--max-test-distance", type=int, default=18, help="test distances 0..this (default 18)"
+        "--max-test-distance", type=NATURAL, default=18, metavar="D", help="test distances 0..D"
     )
     p.add_argument(
-        "--per-distance", type=int, default=100, help="test sentences per distance (default 100)"
+        "--per-distance",
+        type=int_in(2),
+        default=100,
+        metavar="N",
+        help="test sentences per distance, at least 2 (half have a plural subject)",
     )
     p.add_argument(
         "--max-seconds",
-        type=float,
-        default=150,
-        help="cap on training time per model, in seconds (default 150)",
+        type=POSITIVE_FLOAT,
+        default=150.0,
+        metavar="S",
+        help="cap on training time per model, in seconds",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: these models are small, and on a "
-        "shared CPU more threads spin and slow everything down)",
-    )
+    add_seed_flag(p)
+    add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+@reports_errors
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from lstmkit.agreement.demo import DemoConfig, format_summary, run_demo
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = DemoConfig(
         out=args.out,
         train_sentences=args.train_sentences,

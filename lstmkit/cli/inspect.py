@@ -1,10 +1,13 @@
 """`lstmkit inspect`: look inside a language model's gates on some text.
 
-lstmkit inspect plots   --checkpoint CKPT --text FILE --out DIR
-lstmkit inspect html    --checkpoint CKPT --text FILE --out page.html
-lstmkit inspect select  --checkpoint CKPT --text FILE --sentence 3 --span 1:5
-lstmkit inspect predict --checkpoint CKPT --generated test.jsonl
-lstmkit inspect lstmvis --checkpoint CKPT --text FILE --out DIR
+lstmkit inspect plots   CKPT --text FILE --out DIR
+lstmkit inspect html    CKPT --text FILE --out page.html
+lstmkit inspect select  CKPT --text FILE --sentence 3 --span 1:5
+lstmkit inspect predict CKPT --generated test.jsonl
+lstmkit inspect lstmvis CKPT --text FILE --out DIR
+
+The checkpoint comes first, as in `lstmkit sample / evaluate / predict`; the older
+`--checkpoint CKPT` still works and prints a note.
 """
 
 from __future__ import annotations
@@ -13,35 +16,60 @@ import argparse
 import json
 from pathlib import Path
 
+from lstmkit.cli.options import (
+    FINITE,
+    NATURAL,
+    POSITIVE,
+    HelpFormatter,
+    UsageError,
+    add_checkpoint_argument,
+    checkpoint_of,
+    reports_errors,
+)
+
 
 def _common(p: argparse.ArgumentParser, text: bool = True) -> None:
-    p.add_argument("--checkpoint", required=True, help="lstmkit LM checkpoint directory")
+    add_checkpoint_argument(p)
     if text:
         p.add_argument("--text", required=True, help="text file, one tokenised sentence per line")
     p.add_argument(
         "--max-sentences",
-        type=int,
+        type=POSITIVE,
         default=200,
-        help="read at most this many sentences (default 200)",
+        metavar="N",
+        help="read at most this many sentences",
     )
     p.add_argument("--lowercase", action="store_true", help="lowercase the text first")
-    p.add_argument("--layer", type=int, default=-1, help="recurrent layer (default -1: last)")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        metavar="L",
+        help="recurrent layer, from 0; negative counts from the last (default: -1, the last)",
+    )
     p.add_argument(
         "--bos",
         default="<eos>",
-        help="token fed before each sentence if the vocabulary has it (default <eos>; '' for none)",
+        help="token fed before each sentence if the vocabulary has it ('' for none)",
     )
+
+
+def _sub(s, name: str, **kw) -> argparse.ArgumentParser:
+    return s.add_parser(name, formatter_class=HelpFormatter, **kw)
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "inspect",
         help="gate pictures, cell finding, interactive HTML, LSTMVis export",
+        formatter_class=HelpFormatter,
         description="Read a language model's gates and states (from lstmkit's gate traces) "
-        "over some text and show them.",
+        "over some text and show them. Each subcommand takes the checkpoint directory first: "
+        "lstmkit inspect SUBCOMMAND CHECKPOINT ...",
     )
     s = p.add_subparsers(dest="inspect_command", metavar="SUBCOMMAND")
-    pl = s.add_parser(
+    pl = _sub(
+        s,
         "plots",
         help="PNG heatmaps, text coloured by a cell, saturation plot",
         description="Writes heatmaps_K.png per sentence, text_cell.png and "
@@ -49,15 +77,24 @@ def register(sub) -> None:
     )
     _common(pl)
     pl.add_argument("--out", required=True, help="output folder")
-    pl.add_argument("--state", help="state for the coloured text (default c for LSTM, else h)")
-    pl.add_argument("--cell", type=int, default=0, help="cell for the coloured text (default 0)")
-    pl.add_argument("--cells", help="comma-separated cells for the heatmaps (default all)")
+    pl.add_argument("--state", help="state for the coloured text (default: c for LSTM, else h)")
     pl.add_argument(
-        "--heatmaps", type=int, default=3, help="heatmaps for the first N sentences (default 3)"
+        "--cell", type=NATURAL, default=0, metavar="N", help="cell for the coloured text, from 0"
+    )
+    pl.add_argument(
+        "--cells", help="comma-separated cells for the heatmaps, e.g. 0,5,7 (default: all)"
+    )
+    pl.add_argument(
+        "--heatmaps",
+        type=NATURAL,
+        default=3,
+        metavar="N",
+        help="heatmaps for the first N sentences",
     )
     pl.set_defaults(func=run_plots)
 
-    h = s.add_parser(
+    h = _sub(
+        s,
         "html",
         help="a self-contained interactive page",
         description="Hover a token to see its gates; drag over tokens to find the "
@@ -65,16 +102,18 @@ def register(sub) -> None:
     )
     _common(h)
     h.add_argument("--out", required=True, help="HTML file to write")
-    h.add_argument("--cell", type=int, default=0, help="cell shown first (default 0)")
+    h.add_argument("--cell", type=NATURAL, default=0, metavar="N", help="cell shown first")
     h.add_argument(
         "--threshold",
-        type=float,
+        type=FINITE,
         default=0.3,
-        help="a cell is 'on' at or above this value (default 0.3)",
+        metavar="X",
+        help="a cell is 'on' at or above this value",
     )
     h.set_defaults(func=run_html)
 
-    se = s.add_parser(
+    se = _sub(
+        s,
         "select",
         help="cells on across a span, and where they match",
         description="LSTMVis select and match: the cells >= threshold across the "
@@ -82,20 +121,26 @@ def register(sub) -> None:
         "then other places where they are all on together.",
     )
     _common(se)
-    se.add_argument("--sentence", type=int, required=True, help="sentence number (from 0)")
-    se.add_argument("--span", required=True, help="token positions A:B (B excluded), from 0")
-    se.add_argument("--state", help="which state (default c for LSTM, else h)")
-    se.add_argument("--threshold", type=float, default=0.3, help="'on' threshold (default 0.3)")
+    se.add_argument(
+        "--sentence", type=NATURAL, required=True, metavar="K", help="sentence number, from 0"
+    )
+    se.add_argument(
+        "--span", required=True, metavar="A:B", help="token positions A:B (B excluded), from 0"
+    )
+    se.add_argument("--state", help="which state (default: c for LSTM, else h)")
+    se.add_argument("--threshold", type=FINITE, default=0.3, metavar="X", help="'on' threshold")
     se.add_argument(
         "--off-around",
-        type=int,
+        type=NATURAL,
         default=0,
-        help="also require 'off' at this many tokens each side (default 0)",
+        metavar="N",
+        help="also require 'off' at this many tokens each side",
     )
-    se.add_argument("--top", type=int, default=10, help="matches to list (default 10)")
+    se.add_argument("--top", type=POSITIVE, default=10, metavar="N", help="matches to list")
     se.set_defaults(func=run_select)
 
-    pr = s.add_parser(
+    pr = _sub(
+        s,
         "predict",
         help="cells whose state predicts a label",
         description="Ranks cells by held-out single-threshold accuracy, plus a "
@@ -108,11 +153,12 @@ def register(sub) -> None:
     pr.add_argument("--generated", help="test.jsonl from `lstmkit agreement generate`")
     pr.add_argument("--text", help="text file (with --labels)")
     pr.add_argument("--labels", help="label file aligned with --text")
-    pr.add_argument("--state", help="which state (default c for LSTM, else h)")
-    pr.add_argument("--top", type=int, default=10, help="cells to list (default 10)")
+    pr.add_argument("--state", help="which state (default: c for LSTM, else h)")
+    pr.add_argument("--top", type=POSITIVE, default=10, metavar="N", help="cells to list")
     pr.set_defaults(func=run_predict)
 
-    lv = s.add_parser(
+    lv = _sub(
+        s,
         "lstmvis",
         help="export states for LSTMVis",
         description="Writes states.hdf5, words.hdf5, words.dict and lstm.yml: a "
@@ -126,11 +172,16 @@ def register(sub) -> None:
 
 
 def _read_text(path: str, limit: int, lowercase: bool) -> list[list[str]]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path} is not valid UTF-8 (byte {e.start}); give a UTF-8 text file"
+        ) from None
     sents = [(ln.lower() if lowercase else ln).split() for ln in lines]
     sents = [s for s in sents if s][:limit]
     if not sents:
-        raise SystemExit(f"{path} has no non-empty lines; expected one sentence per line")
+        raise ValueError(f"{path} has no non-empty lines; expected one sentence per line")
     return sents
 
 
@@ -138,20 +189,59 @@ def _states(args, sentences):
     from lstmkit.inspect.states import collect_states
     from lstmkit.training.checkpoint import load_checkpoint
 
-    model, _, vocab, _ = load_checkpoint(args.checkpoint)
+    model, config, vocab, _ = load_checkpoint(
+        checkpoint_of(args, f"inspect {args.inspect_command}")
+    )
+    layers = config.num_layers
+    if not -layers <= args.layer < layers:
+        raise UsageError(
+            f"--layer {args.layer} does not exist: this model has {layers} recurrent "
+            f"layer{'s' if layers > 1 else ''}; give 0 to {layers - 1}, or -1 for the last"
+        )
     return collect_states(model, vocab, sentences, layer=args.layer, bos=args.bos or None)
 
 
+def _state_name(st, state: str | None) -> str:
+    name = state or st.default_state()
+    if name not in st.names:
+        raise UsageError(
+            f"--state {name!r}: this {st.mode} has the states {', '.join(st.names)}; give one "
+            f"of them"
+        )
+    return name
+
+
+def _check_cell(st, cell: int, flag: str = "--cell") -> int:
+    if not 0 <= cell < st.hidden_size:
+        raise UsageError(
+            f"{flag} {cell} does not exist: the layer has {st.hidden_size} cells, "
+            f"0 to {st.hidden_size - 1}"
+        )
+    return cell
+
+
+def _cell_list(st, text: str) -> list[int]:
+    try:
+        cells = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--cells must be comma-separated cell numbers such as 0,5,7, got {text!r}"
+        ) from None
+    return [_check_cell(st, c, "--cells: cell") for c in cells]
+
+
+@reports_errors
 def run_plots(args: argparse.Namespace) -> int:
     from lstmkit.inspect.plots import plot_heatmaps, plot_saturation, plot_text_cell
 
     st = _states(args, _read_text(args.text, args.max_sentences, args.lowercase))
     out = Path(args.out)
-    cells = [int(c) for c in args.cells.split(",")] if args.cells else None
+    cells = _cell_list(st, args.cells) if args.cells else None
+    state = _state_name(st, args.state)
+    _check_cell(st, args.cell)
     figures = {}
     for k in range(min(args.heatmaps, len(st.tokens))):
         figures[f"heatmaps_{k}"] = plot_heatmaps(st, k, out / f"heatmaps_{k}.png", cells=cells)
-    state = args.state or st.default_state()
     figures["text_cell"] = plot_text_cell(st, state, args.cell, out / "text_cell.png")
     if any(n in st.names for n in ("i", "f", "o", "r", "z")):
         figures["saturation"] = plot_saturation(st, out / "saturation.png")
@@ -160,14 +250,16 @@ def run_plots(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors
 def run_html(args: argparse.Namespace) -> int:
     from lstmkit.inspect.html import write_page
 
     st = _states(args, _read_text(args.text, args.max_sentences, args.lowercase))
+    _check_cell(st, args.cell)
     path = write_page(
         st,
         args.out,
-        title=f"{args.checkpoint}: gates on {args.text}",
+        title=f"{checkpoint_of(args, 'inspect html')}: gates on {args.text}",
         default_cell=args.cell,
         threshold=args.threshold,
     )
@@ -175,17 +267,27 @@ def run_html(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise UsageError(f"--span must be A:B (two integers), got {text!r}") from None
+    return a, b
+
+
+@reports_errors
 def run_select(args: argparse.Namespace) -> int:
     from lstmkit.inspect.cells import match_cells, select_cells
 
+    a, b = _span(args.span)  # before the model runs: a typo costs nothing
     st = _states(args, _read_text(args.text, args.max_sentences, args.lowercase))
-    try:
-        a, b = (int(x) for x in args.span.split(":"))
-    except ValueError:
-        raise SystemExit(f"--span must be A:B (two integers), got {args.span!r}") from None
     if not 0 <= args.sentence < len(st.tokens):
-        raise SystemExit(f"--sentence must be in 0..{len(st.tokens) - 1}")
-    name = args.state or st.default_state()
+        raise UsageError(
+            f"--sentence {args.sentence} does not exist: {args.text} has {len(st.tokens)} "
+            f"sentences (at most --max-sentences {args.max_sentences}); give 0 to "
+            f"{len(st.tokens) - 1}"
+        )
+    name = _state_name(st, args.state)
     cells = select_cells(st.values[name][args.sentence], a, b, args.threshold, args.off_around)
     toks = st.tokens[args.sentence]
     print(
@@ -200,6 +302,7 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -215,19 +318,27 @@ def run_predict(args: argparse.Namespace) -> int:
             rows += [(k, t, int(s.plural)) for t in range(s.subject_index, s.verb_index)]
     elif args.text and args.labels:
         sentences = _read_text(args.text, args.max_sentences, args.lowercase)
-        labels = Path(args.labels).read_text().splitlines()
+        labels = Path(args.labels).read_text(encoding="utf-8").splitlines()
         for k, (s, lab) in enumerate(zip(sentences, labels)):
             marks = lab.split()
             if len(marks) != len(s):
-                raise SystemExit(
+                raise UsageError(
                     f"{args.labels} line {k + 1} has {len(marks)} labels for "
                     f"{len(s)} tokens; give one 0, 1 or - per token"
                 )
+            bad = sorted(set(marks) - {"0", "1", "-"})
+            if bad:
+                raise UsageError(
+                    f"{args.labels} line {k + 1} has the labels {bad}; give one 0, 1 or - "
+                    f"(skip) per token"
+                )
             rows += [(k, t, int(m)) for t, m in enumerate(marks) if m != "-"]
     else:
-        raise SystemExit("give --generated test.jsonl, or --text with --labels")
+        raise UsageError("give --generated test.jsonl, or --text with --labels")
+    if not rows:
+        raise UsageError("no labelled steps: every label is '-', or no sentence has one")
     st = _states(args, sentences)
-    name = args.state or st.default_state()
+    name = _state_name(st, args.state)
     X = np.array([st.values[name][k][t] for k, t, _ in rows])
     y = np.array([lab for _, _, lab in rows])
     groups = np.array([k for k, _, _ in rows])
@@ -250,6 +361,7 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors
 def run_lstmvis(args: argparse.Namespace) -> int:
     from lstmkit.inspect.lstmvis import export_lstmvis
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from lstmkit.cli.lm_flags import TRAIN_EPILOG, add_train_flags
+from lstmkit.cli.options import HelpFormatter, reports_errors
+from lstmkit.training.inference import ENCODING_ERRORS, MAX_SAMPLE_LENGTH, SEED_TEXT
 
 
 def register(sub) -> None:
@@ -41,37 +42,50 @@ def register(sub) -> None:
     add_train_flags(p)
     p.set_defaults(func=run_train)
 
+    # sample / evaluate / predict: the number flags are checked by lstmkit.training.inference
+    # itself (so Python callers get the same sentences), and reported by reports_errors.
     p = sub.add_parser(
         "sample",
         help="generate text from a trained model",
+        formatter_class=HelpFormatter,
         description="Generate text after an optional priming text.",
     )
     p.add_argument("checkpoint", help="checkpoint directory (RUN/best or RUN/last)")
-    p.add_argument("--prime", default="", help="text to start from (default: empty)")
+    p.add_argument("--prime", default="", help="text to start from")
     p.add_argument(
         "--length",
         type=int,
         default=200,
-        help="tokens to generate: characters or words (default 200)",
+        metavar="N",
+        help=f"tokens to generate: characters or words, 0 to {MAX_SAMPLE_LENGTH:,}",
     )
     p.add_argument(
         "--temperature",
         type=float,
         default=1.0,
-        help="< 1 safer and more repetitive, > 1 more surprising (default 1.0)",
+        metavar="T",
+        help="> 0; < 1 safer and more repetitive, > 1 more surprising",
     )
     p.add_argument(
         "--top-k",
         type=int,
         default=0,
-        help="sample only among the K most probable tokens, 0 = all (default 0)",
+        metavar="K",
+        help="sample only among the K most probable tokens, 0 = all",
     )
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"random seed, 0 to {SEED_TEXT} (default: fresh randomness each run)",
+    )
     p.set_defaults(func=run_sample)
 
     p = sub.add_parser(
         "evaluate",
         help="perplexity / bits per character on a text file",
+        formatter_class=HelpFormatter,
         description="Mean loss of a model on a text file, read the way the "
         "model's training text was (char / word / ptb).",
     )
@@ -81,19 +95,21 @@ def register(sub) -> None:
         "--batch-size",
         type=int,
         default=1,
-        help="parallel streams; 1 gives every token its full context (default 1)",
+        metavar="B",
+        help="parallel streams, >= 1; 1 gives every token its full context",
     )
     p.add_argument(
         "--bptt",
         type=int,
         default=100,
-        help="steps per forward call; does not change the result (default 100)",
+        metavar="T",
+        help="steps per forward call, >= 1; does not change the result",
     )
     p.add_argument(
         "--encoding-errors",
-        choices=("strict", "replace"),
+        choices=ENCODING_ERRORS,
         default="strict",
-        help="what to do with bytes that are not UTF-8 (default strict)",
+        help="what to do with bytes that are not UTF-8: stop, or replace them with U+FFFD",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_evaluate)
@@ -101,35 +117,17 @@ def register(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="the most probable next tokens after a prefix",
+        formatter_class=HelpFormatter,
         description="Top-k next tokens after PREFIX, with probabilities.",
     )
     p.add_argument("checkpoint", help="checkpoint directory (RUN/best or RUN/last)")
     p.add_argument("prefix", help='text so far, e.g. "i drank apple"')
-    p.add_argument("-k", "--top-k", type=int, default=10, help="how many tokens (default 10)")
+    p.add_argument("-k", "--top-k", type=int, default=10, metavar="K", help="how many tokens, >= 1")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_predict)
 
 
-def _fail(e: Exception) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-
-
-def _expected_errors():
-    from lstmkit.data.text import TextDataError
-    from lstmkit.training.checkpoint import CheckpointError
-    from lstmkit.training.loop import NonFiniteLossError
-
-    return (
-        TextDataError,
-        CheckpointError,
-        NonFiniteLossError,
-        ValueError,
-        FileNotFoundError,
-        KeyError,
-    )
-
-
+@reports_errors
 def run_train(args: argparse.Namespace) -> int:
     from lstmkit.training.config import merge_config, read_config_file
     from lstmkit.training.loop import NonFiniteLossError
@@ -138,14 +136,12 @@ def run_train(args: argparse.Namespace) -> int:
     flags = {
         k: v for k, v in vars(args).items() if k not in ("config", "resume", "func", "command")
     }
+    file_values = read_config_file(args.config) if args.config else {}
+    cfg = merge_config(file_values, flags, args.config or "flags")
     try:
-        file_values = read_config_file(args.config) if args.config else {}
-        cfg = merge_config(file_values, flags, args.config or "flags")
         result = train(cfg, resume=args.resume)
     except NonFiniteLossError:
         return 1  # the trainer already said what happened and which checkpoint is kept
-    except _expected_errors() as e:
-        return _fail(e)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun rank 0 alone reports
     best = f", best valid loss {result.best_valid_loss:.4f} nats" if result.best_valid_loss else ""
@@ -153,37 +149,33 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors
 def run_sample(args: argparse.Namespace) -> int:
     from lstmkit.training.inference import sample
 
-    try:
-        text = sample(
-            args.checkpoint,
-            prime=args.prime,
-            length=args.length,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            seed=args.seed,
-        )
-    except _expected_errors() as e:
-        return _fail(e)
+    text = sample(
+        args.checkpoint,
+        prime=args.prime,
+        length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
     print(text)
     return 0
 
 
+@reports_errors
 def run_evaluate(args: argparse.Namespace) -> int:
     from lstmkit.training.inference import evaluate
 
-    try:
-        r = evaluate(
-            args.checkpoint,
-            args.file,
-            batch_size=args.batch_size,
-            bptt=args.bptt,
-            errors=args.encoding_errors,
-        )
-    except _expected_errors() as e:
-        return _fail(e)
+    r = evaluate(
+        args.checkpoint,
+        args.file,
+        batch_size=args.batch_size,
+        bptt=args.bptt,
+        errors=args.encoding_errors,
+    )
     if args.json:
         print(json.dumps(r))
         return 0
@@ -195,16 +187,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@reports_errors
 def run_predict(args: argparse.Namespace) -> int:
     from lstmkit.training.checkpoint import load_checkpoint
     from lstmkit.training.inference import predict, unknown_prompt_tokens
 
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        top = predict(ckpt, args.prefix, k=args.top_k)
-        unknown = unknown_prompt_tokens(ckpt, args.prefix)
-    except _expected_errors() as e:
-        return _fail(e)
+    ckpt = load_checkpoint(args.checkpoint)
+    top = predict(ckpt, args.prefix, k=args.top_k)
+    unknown = unknown_prompt_tokens(ckpt, args.prefix)
     if args.json:
         print(
             json.dumps(

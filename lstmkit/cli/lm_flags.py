@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from lstmkit.cells.registry import cell_names
+from lstmkit.cli.options import THREADS_HELP
 from lstmkit.training.config import DEFAULT_LR, TrainConfig
 from lstmkit.training.model import ModelConfig
 
@@ -276,6 +277,6 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         dest="threads",
         type=int,
         metavar="N",
-        help="torch CPU threads, 0 = torch's default",
+        help=THREADS_HELP,
     )
     add(g, "--no-progress", dest="progress", action="store_false", help="no progress bar")

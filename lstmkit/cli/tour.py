@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import argparse
 
+from lstmkit.cli.options import HelpFormatter, add_seed_flag, int_in
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "tour",
         help="a one-minute worked example: lstmkit.LSTM next to torch.nn.LSTM, engines, gates",
+        formatter_class=HelpFormatter,
         description=(
             "Builds torch.nn.LSTM and lstmkit.LSTM with the same weights, shows they agree, "
             "shows which engine ran and why, and prints the gate activations of one sequence."
         ),
     )
-    p.add_argument("--hidden-size", type=int, default=8, help="LSTM hidden units (default 8)")
-    p.add_argument("--steps", type=int, default=6, help="sequence length in steps (default 6)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    # small caps: the tour prints every step, and runs in a second
+    p.add_argument(
+        "--hidden-size",
+        type=int_in(1, 4096),
+        default=8,
+        metavar="N",
+        help="LSTM hidden units, 1 to 4096",
+    )
+    p.add_argument(
+        "--steps",
+        type=int_in(1, 10_000),
+        default=6,
+        metavar="T",
+        help="sequence length, 1 to 10,000",
+    )
+    add_seed_flag(p)
     p.set_defaults(func=run)
 
 

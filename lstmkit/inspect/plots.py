@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from lstmkit.inspect.states import StateSet  # noqa: E402
 
@@ -60,12 +61,32 @@ def plot_heatmaps(
     cells: list[int] | None = None,
 ) -> dict:
     """One heatmap per gate / state: rows are cells, columns the tokens of one sentence."""
+    fig, result = heatmaps_figure(states, sentence, names, cells)
+    _save(fig, path)
+    return result
+
+
+def heatmaps_figure(
+    states: StateSet,
+    sentence: int,
+    names: list[str] | None = None,
+    cells: list[int] | None = None,
+) -> tuple[Figure, dict]:
+    """The figure of plot_heatmaps, not yet saved (and its data), e.g. to check its layout."""
     names = list(names or states.names)
     tokens = states.tokens[sentence]
     cells = list(range(states.hidden_size)) if cells is None else list(cells)
     width = max(6, 0.45 * len(tokens) + 2)
-    height = 1.2 + len(names) * (0.12 * len(cells) + 0.6)
-    fig, axes = plt.subplots(len(names), 1, figsize=(width, height), squeeze=False)
+    # inches per heatmap: its rows of cells, plus its title and the rotated tokens under it
+    # (which grow with the longest token); too little and they overlap the next heatmap
+    longest = max((len(t) for t in tokens), default=1)
+    decorations = 0.45 + 0.06 * min(longest, 25)
+    height = 0.5 + len(names) * (max(0.35, 0.12 * len(cells)) + decorations)
+    # constrained layout keeps the suptitle above the first heatmap and makes room for the
+    # colorbars; tight_layout put the title over the first heatmap of a tall figure
+    fig, axes = plt.subplots(
+        len(names), 1, figsize=(width, height), squeeze=False, layout="constrained"
+    )
     data = {}
     for ax, name in zip(axes[:, 0], names):
         vals = states.values[name][sentence][:, cells].T  # (cells, T)
@@ -84,9 +105,7 @@ def plot_heatmaps(
         data[name] = np.round(vals.astype(np.float64), 4).tolist()  # float64: short JSON
     layer = "last layer" if states.layer == -1 else f"layer {states.layer}"
     fig.suptitle(f"{states.mode}, {layer}: gates and states, one row per cell", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    return {"kind": "heatmaps", "tokens": tokens, "cells": cells, "values": data}
+    return fig, {"kind": "heatmaps", "tokens": tokens, "cells": cells, "values": data}
 
 
 def plot_text_cell(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class TrainConfig:
     dry_run_steps: int = 5
     seed: int = 1111
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    threads: int = 0  # torch CPU threads, 0 = torch's default
+    threads: int = 1  # torch CPU threads, 0 = torch's default (one per core); as every command
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -135,7 +136,11 @@ class TrainConfig:
                 f"max_vocab must be >= 1 (specials included), got {self.max_vocab}",
             ),
             (0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1025], got {self.seed}"),
-            (self.threads >= 0, f"threads must be >= 0 (0 = torch's default), got {self.threads}"),
+            (
+                0 <= self.threads <= 4 * (os.cpu_count() or 1),
+                f"threads must be in [0, {4 * (os.cpu_count() or 1)}] (0 = torch's default, one "
+                f"per core; more than 4 per core only oversubscribes the CPU), got {self.threads}",
+            ),
             (bool(self.out), "out (the run directory) must not be empty"),
         ]
         for ok, message in checks:

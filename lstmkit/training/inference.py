@@ -14,6 +14,8 @@ starts in training; character-level prompts are used as they are.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import os
 
 import torch
@@ -23,7 +25,35 @@ from lstmkit.data.batching import as_tensor, batchify
 from lstmkit.data.text import detokenize, prompt_tokens, read_tokens
 from lstmkit.data.vocab import EOS
 from lstmkit.training.checkpoint import LoadedCheckpoint, load_checkpoint
+from lstmkit.training.config import MAX_SEED
 from lstmkit.training.loop import evaluate_stream
+
+# The generated tokens are held in memory and returned at once; at the ~10^4 tokens/s of a
+# small model on a CPU this is already hours, and a larger request is a typo, not a wish.
+MAX_SAMPLE_LENGTH = 10_000_000
+ENCODING_ERRORS = ("strict", "replace")
+SEED_TEXT = "2**63 - 1025"  # MAX_SEED as people write it (a test checks they agree)
+
+
+def _int(
+    name: str, value, lo: int, hi: int | None = None, hint: str = "", hi_text: str = ""
+) -> int:
+    """`value` as an int in [lo, hi], or a TypeError / ValueError that says which is wrong."""
+    try:
+        if isinstance(value, bool):  # True is an int to Python, never a count or a seed here
+            raise TypeError
+        value = operator.index(value)  # int, numpy integers; not 2.0 or "3"
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        expected = f">= {lo:,}" if hi is None else f"from {lo:,} to {hi_text or f'{hi:,}'}"
+        raise ValueError(f"{name} must be {expected}, got {value:,}{hint}")
+    return value
+
+
+def _check_text(name: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
 
 
 def _loaded(ckpt: LoadedCheckpoint | str | os.PathLike) -> LoadedCheckpoint:
@@ -69,9 +99,9 @@ def predict(
     ckpt: LoadedCheckpoint | str | os.PathLike, prefix: str, k: int = 10
 ) -> list[tuple[str, float]]:
     """The k most probable next tokens after `prefix`, with their probabilities."""
+    k = _int("k", k, 1, hint="; ask for at least one token")
+    _check_text("prefix", prefix)
     ckpt = _loaded(ckpt)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
     ids, _ = _context(ckpt, prefix)
     logits, _ = _run_prompt(ckpt, ids)
     probs = F.softmax(logits.float(), dim=-1)
@@ -80,6 +110,7 @@ def predict(
 
 
 def unknown_prompt_tokens(ckpt: LoadedCheckpoint | str | os.PathLike, text: str) -> list[str]:
+    _check_text("text", text)
     return _context(_loaded(ckpt), text)[1]
 
 
@@ -95,12 +126,23 @@ def sample(
     """Generate `length` tokens after `prime`; returns the prime followed by the generated text.
 
     temperature < 1 sharpens the distribution (safer, more repetitive), > 1 flattens it;
-    top_k > 0 samples only among the k most probable tokens."""
+    top_k > 0 samples only among the k most probable tokens. Arguments are checked before the
+    checkpoint is loaded: a TypeError or ValueError names the one that is wrong."""
+    _check_text("prime", prime)
+    length = _int("length", length, 0, MAX_SAMPLE_LENGTH, hint=" (tokens to generate)")
+    top_k = _int("top_k", top_k, 0, hint="; 0 samples among all tokens")
+    if seed is not None:
+        seed = _int(
+            "seed", seed, 0, MAX_SEED, hint="; pick a seed in that range", hi_text=SEED_TEXT
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(
+            f"temperature must be a finite number > 0, got {temperature}; 1 samples from the "
+            f"model's distribution, smaller values are safer, larger ones more surprising"
+        )
     ckpt = _loaded(ckpt)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if length < 0 or top_k < 0:
-        raise ValueError("length and top_k must be >= 0")
     gen = torch.Generator(device="cpu")
     # no seed: fresh entropy, without reseeding torch's global generator as torch.seed() would
     gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
@@ -109,7 +151,11 @@ def sample(
     device = logits.device
     out: list[int] = []
     for _ in range(length):
-        scaled = logits.float().cpu() / temperature  # (V,)
+        # the largest logit subtracted first: the same softmax, but a tiny temperature then
+        # gives 0 and -inf instead of inf - inf = nan
+        # (float64: 1e-300 is a valid temperature, but 0 in float32)
+        scaled = logits.cpu().double()
+        scaled = (scaled - scaled.max()) / temperature  # (V,)
         if top_k:
             kth = torch.topk(scaled, min(top_k, scaled.numel())).values[-1]
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -135,7 +181,16 @@ def evaluate(
 ) -> dict:
     """Mean loss on a text file, read at the checkpoint's level: nats per token, plus perplexity
     (word levels) or bits per character (char level); `unk_rate` is the fraction of tokens that
-    were not in the vocabulary (a high value makes perplexity look better than it is)."""
+    were not in the vocabulary (a high value makes perplexity look better than it is).
+
+    batch_size larger than half the file's tokens is lowered to that (each stream needs two)."""
+    batch_size = _int("batch_size", batch_size, 1, hint="; 1 gives every token its full context")
+    bptt = _int("bptt", bptt, 1, hint="; it sets only how many steps one forward call takes")
+    if errors not in ENCODING_ERRORS:
+        raise ValueError(
+            f"errors must be one of {ENCODING_ERRORS}, got {errors!r}: stop at bytes that are "
+            f"not UTF-8, or replace them with U+FFFD"
+        )
     ckpt = _loaded(ckpt)
     level = _level(ckpt)
     tokens = read_tokens(path, level, errors)

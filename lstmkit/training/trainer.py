@@ -211,6 +211,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
         f"{len(train_tokens):,} training tokens, vocabulary {len(vocab):,}, model "
         f"{count_parameters(model):,} parameters on {device}"
         + (f", {info.world_size} processes" if info.enabled else "")
+        + (f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else "")
         + f"; {per_epoch} windows of {cfg.bptt} x {cfg.batch_size} per epoch"
     )
 

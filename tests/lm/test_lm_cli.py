@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from lm_helpers import tiny_corpus
@@ -168,3 +169,105 @@ def test_help_explains_every_subcommand(capsys):
             for flag in ("--resume", "--dry-run", "--eval-every", "--config", "--clip", "--bptt"):
                 assert flag in out
             assert "(default: " in out
+
+
+# ---- issue 10, item 14: every number flag of sample / evaluate / predict is checked ----------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A dry-run checkpoint and a text file, made once for the tests below."""
+    d = tmp_path_factory.mktemp("tiny_run")
+    train_file, valid_file = tiny_corpus(d)
+    argv = ["train", "--train", str(train_file), "--out", str(d / "run"), "--emb-size", "8"]
+    argv += ["--hidden-size", "8", "--batch-size", "4", "--bptt", "8", "--no-progress"]
+    assert main([*argv, "--dry-run"]) == 0
+    return str(d / "run" / "last"), str(valid_file)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "CK", "FILE", "--bptt", "0"], "bptt must be >= 1, got 0"),
+        (["evaluate", "CK", "FILE", "--bptt", "-3"], "bptt must be >= 1, got -3"),
+        (["evaluate", "CK", "FILE", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
+        (["evaluate", "CK", "FILE", "--batch-size", "-5"], "batch_size must be >= 1, got -5"),
+        (["sample", "CK", "--temperature", "nan"], "temperature must be a finite number > 0"),
+        (["sample", "CK", "--temperature", "inf"], "temperature must be a finite number > 0"),
+        (["sample", "CK", "--temperature", "0"], "temperature must be a finite number > 0"),
+        (["sample", "CK", "--temperature", "-1"], "temperature must be a finite number > 0"),
+        (["sample", "CK", "--length", "-1"], "length must be from 0 to 10,000,000, got -1"),
+        (["sample", "CK", "--length", str(10**14)], "length must be from 0 to 10,000,000"),
+        (["sample", "CK", "--top-k", "-1"], "top_k must be >= 0, got -1"),
+        (["sample", "CK", "--seed", "-1"], "seed must be from 0 to 2**63 - 1025, got -1"),
+        (["sample", "CK", "--seed", str(10**23)], "seed must be from 0 to 2**63 - 1025"),
+        (["predict", "CK", "the", "-k", "0"], "k must be >= 1, got 0"),
+        (["predict", "CK", "the", "-k", "-4"], "k must be >= 1, got -4"),
+    ],
+)
+def test_number_flags_out_of_range_are_one_error_line(tiny_run, argv, message, capsys):
+    ckpt, text = tiny_run
+    argv = [{"CK": ckpt, "FILE": text}.get(a, a) for a in argv]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and message in captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+
+
+def test_number_flags_at_their_edges_work(tiny_run, capsys):
+    ckpt, text = tiny_run
+    # a tiny temperature is greedy decoding: the same text whatever the seed (it was nan)
+    greedy = [
+        main(["sample", ckpt, "--length", "8", "--temperature", "1e-300", "--seed", s])
+        for s in ("0", "1")
+    ]
+    assert greedy == [0, 0]
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second
+    assert main(["sample", ckpt, "--length", "0", "--seed", str(2**63 - 1025)]) == 0
+    assert main(["sample", ckpt, "--length", "3", "--top-k", "100000"]) == 0  # k > vocabulary
+    assert main(["evaluate", ckpt, text, "--bptt", "1", "--batch-size", "100000"]) == 0
+    assert main(["predict", ckpt, "the", "-k", str(10**30)]) == 0
+    capsys.readouterr()
+
+
+def test_library_checks_its_arguments_before_loading():
+    """Python callers get the same sentences; a bad argument is reported before the checkpoint
+    is read (the path below does not exist, and the error is not about it)."""
+    from lstmkit.training.config import MAX_SEED
+    from lstmkit.training.inference import SEED_TEXT, evaluate, predict, sample
+
+    nowhere = "no/such/checkpoint"
+    for kwargs, message in [
+        ({"temperature": float("nan")}, "temperature must be a finite number > 0, got nan"),
+        ({"temperature": 0}, "temperature must be a finite number > 0, got 0"),
+        ({"length": -1}, "length must be from 0 to 10,000,000"),
+        ({"top_k": -2}, "top_k must be >= 0, got -2"),
+        ({"seed": 2**64}, "seed must be from 0 to 2**63 - 1025"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            sample(nowhere, **kwargs)
+    for kwargs, message in [
+        ({"length": 2.5}, "length must be an integer, got 2.5"),
+        ({"seed": True}, "seed must be an integer, got True"),
+        ({"top_k": "3"}, "top_k must be an integer, got '3'"),
+        ({"temperature": "hot"}, "temperature must be a number, got 'hot'"),
+        ({"prime": 5}, "prime must be a string, got int"),
+    ]:
+        with pytest.raises(TypeError, match=re.escape(message)):
+            sample(nowhere, **kwargs)
+    with pytest.raises(ValueError, match="bptt must be >= 1, got 0"):
+        evaluate(nowhere, "x.txt", bptt=0)
+    with pytest.raises(ValueError, match="errors must be one of"):
+        evaluate(nowhere, "x.txt", errors="ignore")
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        predict(nowhere, "the", k=0)
+    assert SEED_TEXT == "2**63 - 1025" and MAX_SEED == 2**63 - 1025  # the messages say this
+
+
+def test_inference_help_says_default_one_way(capsys):
+    for cmd in ("sample", "evaluate", "predict"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert "(default: " in out
+        assert not re.search(r"\(default(?!: )", out), out  # "(default 200)" was the old form
+        assert not re.search(r"--json\s+print the result as JSON \(default", out)

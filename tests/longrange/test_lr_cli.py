@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import pytest
@@ -134,7 +135,6 @@ def test_agreement_and_inspect_commands(tmp_path, capsys):
             [
                 "agreement",
                 "eval",
-                "--checkpoint",
                 str(d / "lstm"),
                 "--data",
                 str(d / "test.jsonl"),
@@ -164,13 +164,14 @@ def test_agreement_and_inspect_commands(tmp_path, capsys):
         )
         == 0
     )
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "on 2 items" in out and "OOV share of context words 10.0%" in out
+    assert "note: --checkpoint is deprecated" in err  # the older spelling still works
     assert "more frequent subject number would score 0.500" in out
 
     text = tmp_path / "text.txt"
     text.write_text("the cats near the dog are happy .\nthe dog is old .\n")
-    ck = ["--checkpoint", str(d / "lstm"), "--text", str(text)]
+    ck = [str(d / "lstm"), "--text", str(text)]
     assert main(["inspect", "plots", *ck, "--out", str(tmp_path / "plots"), "--cell", "1"]) == 0
     figs = json.loads((tmp_path / "plots" / "figures.json").read_text())
     assert set(figs) == {"heatmaps_0", "heatmaps_1", "text_cell", "saturation"}
@@ -181,7 +182,9 @@ def test_agreement_and_inspect_commands(tmp_path, capsys):
         main(["inspect", "select", *ck, "--sentence", "0", "--span", "1:3", "--threshold", "-5"])
         == 0
     )
-    assert "span 1:3 = 'cats near'; c >= -5.0: 8 cells" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "span 1:3 = 'cats near'; c >= -5.0: 8 cells" in captured.out
+    assert captured.err == ""  # no deprecation note for the positional checkpoint
     assert (
         main(
             [
@@ -197,7 +200,9 @@ def test_agreement_and_inspect_commands(tmp_path, capsys):
         )
         == 0
     )
-    assert "logistic regression" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "logistic regression" in captured.out
+    assert "note: --checkpoint is deprecated" in captured.err  # inspect's older spelling
     assert main(["inspect", "lstmvis", *ck, "--out", str(tmp_path / "vis")]) == 0
     with h5py.File(tmp_path / "vis" / "states.hdf5") as f:
         assert f["states1"].shape == (8 + 1 + 5 + 1, 8)
@@ -254,3 +259,168 @@ def test_demo_writes_a_complete_report(tmp_path, capsys):
     assert (out / "inspect.html").is_file()
     for cell in ("rnn", "lstm"):
         assert (out / "models" / cell / "model.safetensors").is_file()
+
+
+# ---- issue 10: one CLI ------------------------------------------------------------------------
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+HELP_PAGES = [
+    ["sample"],
+    ["evaluate"],
+    ["predict"],
+    ["inspect"],
+    *(["inspect", c] for c in ("plots", "html", "select", "predict", "lstmvis")),
+    *(["tasks", c] for c in ("show", "train", "sweep")),
+    *(["agreement", c] for c in ("generate", "train", "eval")),
+    ["demo"],
+    ["tour"],
+]
+
+
+@pytest.mark.parametrize("argv", HELP_PAGES, ids=" ".join)
+def test_help_states_defaults_one_way(argv, capsys):
+    """ "(default: X)" everywhere; never "(default X)", "; default lstm" or "(default: False)"."""
+    out = _help(argv, capsys)
+    flat = " ".join(out.split())  # argparse wraps lines anywhere
+    assert not re.search(r"\(default(?!: )", flat), flat
+    assert not re.search(r"[;,] default ", flat), flat
+    assert "(default: False)" not in flat and "(default: True)" not in flat
+    assert "(default: None)" not in flat
+    if argv != ["inspect"]:
+        assert "(default: " in flat
+
+
+@pytest.mark.parametrize(
+    "argv", [["demo"], ["tasks", "train"], ["tasks", "sweep"], ["agreement", "train"]], ids=" ".join
+)
+def test_threads_flag_is_the_same_everywhere(argv, capsys):
+    """One default (1) and one meaning (0 = torch's default) in every command that trains;
+    `lstmkit train` is to match (its flags live in lstmkit/cli/lm_flags.py)."""
+    flat = " ".join(_help(argv, capsys).split())
+    assert "--threads N torch CPU threads; 0 = torch's default (one per core) (default: 1)" in flat
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--threads", "-1"])
+    assert e.value.code == 2
+    assert "argument --threads: -1 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tasks", "show", "-n", "0"], "argument -n: 0 is out of range"),
+        (["tasks", "show", "--lag", "0"], "argument --lag: 0 is out of range"),
+        (["tasks", "show", "--lag", str(10**14)], "give an integer from 1 to 100,000"),
+        (["tasks", "show", "--seed", str(10**23)], "give an integer from 0 to 2**63 - 1025"),
+        (["tasks", "train", "--batch-size", "0"], "argument --batch-size: 0 is out of range"),
+        (["tasks", "train", "--test-size", "0"], "argument --test-size: 0 is out of range"),
+        (["tasks", "train", "--window", "0"], "argument --window: 0 is out of range"),
+        (["tasks", "train", "--lr", "nan"], "argument --lr: nan is out of range"),
+        (["tasks", "train", "--clip", "0"], "give a finite number > 0"),
+        (["tasks", "train", "--required-accuracy", "1.5"], "give a finite number > 0 and <= 1"),
+        (["tasks", "train", "--max-sequences", "-1"], "argument --max-sequences: -1 is out"),
+        (["tasks", "train", "--threads", "100000"], "argument --threads: 100000 is out"),
+        (["demo", "--steps", "0"], "argument --steps: 0 is out of range"),
+        (["demo", "--train-sentences", "10"], "give an integer >= 32"),
+        (["demo", "--per-distance", "1"], "give an integer >= 2"),
+        (["demo", "--max-seconds", "inf"], "argument --max-seconds: inf is out of range"),
+        (["agreement", "generate", "--out", "x", "--train", "-1"], "argument --train: -1"),
+        (["agreement", "generate", "--out", "x", "--max-distance", "-1"], "--max-distance: -1"),
+        (["agreement", "train", "--data", "x", "--out", "y", "--steps", "0"], "--steps: 0 is"),
+        (["agreement", "eval", "CK", "--data", "x", "--limit", "0"], "argument --limit: 0 is"),
+        (["tour", "--steps", "0"], "argument --steps: 0 is out of range"),
+        (["inspect", "select", "CK", "--text", "t", "--sentence", "-1", "--span", "0:1"], "-1"),
+        (["inspect", "html", "CK", "--text", "t", "--out", "o", "--threshold", "nan"], "nan is"),
+    ],
+)
+def test_number_flags_are_checked_before_anything_runs(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def agreement_model(tmp_path_factory):
+    """A 1-layer, 8-cell sentence LM trained for 2 steps, and a text to inspect it on."""
+    d = tmp_path_factory.mktemp("agr")
+    assert main(["agreement", "generate", "--out", str(d), "--train", "64"]) == 0
+    argv = ["agreement", "train", "--data", str(d / "train.txt"), "--out", str(d / "lstm")]
+    assert main([*argv, "--steps", "2", "--hidden-size", "8"]) == 0
+    text = d / "text.txt"
+    text.write_text("the cats near the dog are happy .\nthe dog is old .\n")
+    return str(d / "lstm"), str(text), d
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["plots", "--out", "O", "--layer", "1"], "--layer 1 does not exist: this model has 1"),
+        (["plots", "--out", "O", "--cell", "8"], "--cell 8 does not exist: the layer has 8 cells"),
+        (["plots", "--out", "O", "--cells", "0,9"], "--cells: cell 9 does not exist"),
+        (["plots", "--out", "O", "--cells", "a"], "--cells must be comma-separated cell numbers"),
+        (["plots", "--out", "O", "--state", "q"], "--state 'q': this LSTM has the states"),
+        (["html", "--out", "O", "--cell", "99"], "--cell 99 does not exist"),
+        (["select", "--sentence", "5", "--span", "0:1"], "--sentence 5 does not exist"),
+        (["select", "--sentence", "0", "--span", "a"], "--span must be A:B (two integers)"),
+        (["select", "--sentence", "0", "--span", "3:1"], "span [3, 1) must lie inside"),
+        (["predict"], "give --generated test.jsonl, or --text with --labels"),
+        (["predict", "--generated", "MISSING"], "MISSING: No such file or directory"),
+    ],
+)
+def test_inspect_mistakes_are_one_error_line(agreement_model, extra, message, capsys, tmp_path):
+    ckpt, text, _ = agreement_model
+    sub, *rest = extra
+    rest = [
+        {"O": str(tmp_path / "out"), "MISSING": str(tmp_path / "nowhere")}.get(a, a) for a in rest
+    ]
+    needs_text = sub != "predict"
+    argv = ["inspect", sub, ckpt, *(["--text", text] if needs_text else []), *rest]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert message.replace("MISSING", str(tmp_path / "nowhere")) in captured.err
+
+
+def test_inspect_checkpoint_given_once(agreement_model, capsys, tmp_path):
+    ckpt, text, _ = agreement_model
+    out = ["--text", text, "--out", str(tmp_path / "p.html")]
+    assert main(["inspect", "html", *out]) == 1
+    assert (
+        "no checkpoint given; give its directory as the first argument" in capsys.readouterr().err
+    )
+    assert main(["inspect", "html", ckpt, "--checkpoint", str(tmp_path), *out]) == 1
+    assert "two checkpoints given" in capsys.readouterr().err
+    assert main(["inspect", "html", ckpt, "--checkpoint", ckpt, *out]) == 0  # the same one: fine
+    assert main(["agreement", "eval", "--data", "x"]) == 1
+    assert "lstmkit agreement eval CHECKPOINT" in capsys.readouterr().err
+
+
+def test_heatmap_title_is_above_the_first_heatmap(agreement_model):
+    """The figure title used to be drawn over the first heatmap (tight_layout ignores it)."""
+    import matplotlib.pyplot as plt
+
+    from lstmkit.inspect.plots import heatmaps_figure
+    from lstmkit.inspect.states import collect_states
+    from lstmkit.training.checkpoint import load_checkpoint
+
+    ckpt, _, _ = agreement_model
+    model, _, vocab, _ = load_checkpoint(ckpt)
+    st = collect_states(model, vocab, [["the", "cats", "near", "the", "dog", "are", "happy"]])
+    # tall (all cells, as in the report that showed it) and short (one cell) figures
+    for cells in (None, [0]):
+        fig, _ = heatmaps_figure(st, 0, cells=cells)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        title = fig._suptitle.get_window_extent(renderer)
+        axes = fig.axes[: len(st.names)]  # the heatmaps (the colorbars come after them)
+        for upper, lower in zip(axes, axes[1:]):  # each heatmap's labels clear the next one
+            assert upper.get_tightbbox(renderer).y0 >= lower.get_tightbbox(renderer).y1 - 1
+        first = axes[0].get_tightbbox(renderer)  # with its title and tick labels
+        assert title.y0 >= first.y1 - 1, (title, first)
+        plt.close(fig)
