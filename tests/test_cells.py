@@ -122,3 +122,119 @@ def test_in_place_lstm_step_equals_the_equations(peephole, coupled, extras):
     assert set(blocks) == set(gates) - ({"i"} if coupled else set())
     for name, value in blocks.items():
         torch.testing.assert_close(value, gates[name], **exact)
+
+
+def _layer_norm_by_hand(x, gain=None, shift=None):
+    """(x - mean) / sqrt(var + 1e-5) over the last dimension (biased variance), then gain, shift."""
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + 1e-5)
+    y = y if gain is None else y * gain
+    return y if shift is None else y + shift
+
+
+def test_layer_norm_without_a_gain_normalises_the_last_dimension():
+    """layer_norm(x, None): the width is x's last dimension (x is (2, 3, 5): not its 2nd or 2nd
+    to last), with or without a shift."""
+    from lstmkit.cells.base import layer_norm
+
+    x, shift = torch.randn(2, 3, 5, dtype=F64), torch.randn(5, dtype=F64)
+    exact = {"atol": 1e-12, "rtol": 0.0}
+    torch.testing.assert_close(layer_norm(x, None), _layer_norm_by_hand(x), **exact)
+    shifted = _layer_norm_by_hand(x, None, shift)
+    torch.testing.assert_close(layer_norm(x, None, shift), shifted, **exact)
+
+
+def test_layer_norm_width_is_a_constant_under_tracing():
+    """With a gain, the normalised width is read from the gain, so a trace records it as a plain
+    int (x.shape[-1] would be a traced size, which ONNX export with dynamic axes cannot take)."""
+    import torch.fx
+    import torch.nn.functional as F
+
+    from lstmkit.cells.base import layer_norm
+
+    gain = torch.rand(5, dtype=F64) + 0.5
+    traced = torch.fx.symbolic_trace(lambda x: layer_norm(x, gain))
+    calls = [n for n in traced.graph.nodes if n.op == "call_function"]
+    assert [n.target for n in calls] == [F.layer_norm], traced.graph
+    assert calls[0].args[1] == (5,) and type(calls[0].args[1][0]) is int, traced.graph
+    x = torch.randn(4, 5, dtype=F64)
+    torch.testing.assert_close(traced(x), _layer_norm_by_hand(x, gain), atol=1e-12, rtol=0.0)
+
+
+@pytest.mark.parametrize("lead", [(3,), (), (2, 3)], ids=["batch", "unbatched", "time-batch"])
+def test_lstm_pointwise_defaults_are_the_plain_lstm_for_any_leading_shape(lead):
+    """lstm_pointwise / lstm_pointwise_ called with their defaults (no peepholes, not coupled)
+    compute torch.nn.LSTM's step, on (..., 4H) blocks of any leading shape (H=5 differs from
+    every leading size)."""
+    from lstmkit.cells.lstm import lstm_pointwise, lstm_pointwise_
+
+    H = 5
+    pre, c_prev = torch.randn(*lead, 4 * H, dtype=F64), torch.randn(*lead, H, dtype=F64)
+    i, f, o = (torch.sigmoid(pre[..., k * H : (k + 1) * H]) for k in (0, 1, 3))
+    g = torch.tanh(pre[..., 2 * H : 3 * H])
+    c = f * c_prev + i * g
+    want = {"i": i, "f": f, "g": g, "o": o}
+    exact = {"atol": 1e-14, "rtol": 0.0}
+
+    c_new, gates = lstm_pointwise(pre, c_prev)
+    torch.testing.assert_close(c_new, c, **exact)
+    assert set(gates) == set(want)
+    for name in want:
+        torch.testing.assert_close(gates[name], want[name], **exact)
+
+    act, c_out = pre.clone(), torch.empty(*lead, H, dtype=F64)
+    blocks = lstm_pointwise_(act, c_prev, c_out)
+    torch.testing.assert_close(c_out, c, **exact)
+    assert set(blocks) == set(want)
+    for name in want:
+        torch.testing.assert_close(blocks[name], want[name], **exact)
+    torch.testing.assert_close(act, torch.cat([i, f, g, o], -1), **exact)
+
+
+def test_rnn_pointwise_defaults_to_tanh():
+    from lstmkit.cells.rnn import rnn_pointwise
+
+    xp, hp = torch.randn(3, 5, dtype=F64), torch.randn(3, 5, dtype=F64)
+    torch.testing.assert_close(rnn_pointwise(xp, hp), torch.tanh(xp + hp), atol=0.0, rtol=0.0)
+
+
+def test_torch_modes_name_only_the_cells_torch_computes():
+    """A coupled (CIFG) LSTM has no torch kernel: torch_mode is None for it."""
+    from lstmkit.cells import GRU, LSTM, RNN, CellOptions
+
+    assert LSTM.torch_mode(CellOptions()) == "LSTM"
+    assert LSTM.torch_mode(CellOptions(coupled=True)) is None
+    assert GRU.torch_mode(CellOptions()) == "GRU"
+    assert RNN.torch_mode(CellOptions()) == "RNN_TANH"
+    assert RNN.torch_mode(CellOptions(nonlinearity="relu")) == "RNN_RELU"
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_masks_take_the_dtype_and_device_of_like(device):
+    """dropout_mask (both branches: p = 1 and p < 1) and bernoulli_mask build their masks with
+    like's dtype and device (float64 and "meta" differ from the defaults)."""
+    from lstmkit.cells.regularizers import bernoulli_mask, dropout_mask
+
+    like = torch.empty(0, dtype=F64, device=device)
+    masks = [dropout_mask((2, 3), 1.0, like), dropout_mask((2, 3), 0.5, like)]
+    masks.append(bernoulli_mask((2, 3), 0.5, like))
+    for mask in masks:
+        assert mask.shape == (2, 3)
+        assert mask.dtype == F64 and mask.device == torch.device(device)
+    if device == "cpu":
+        assert torch.equal(masks[0], torch.zeros(2, 3, dtype=F64))  # p = 1 drops everything
+
+
+def test_zoneout_expectation_at_the_rate_extremes():
+    """Without a mask (evaluation) zoneout is rate * prev + (1 - rate) * new: rate 1 keeps prev,
+    rate 0 is new itself (a non-finite prev does not leak in as 0 * inf)."""
+    from lstmkit.cells.regularizers import zoneout
+
+    prev, new = torch.randn(3, 5, dtype=F64), torch.randn(3, 5, dtype=F64)
+    torch.testing.assert_close(zoneout(prev, new, None, 1.0), prev, atol=0.0, rtol=0.0)
+    torch.testing.assert_close(
+        zoneout(prev, new, None, 0.25), 0.25 * prev + 0.75 * new, atol=1e-15, rtol=0.0
+    )
+    prev[0, 0], prev[1, 1] = float("inf"), float("nan")
+    torch.testing.assert_close(zoneout(prev, new, None, 0.0), new, atol=0.0, rtol=0.0)

@@ -105,3 +105,16 @@ def test_copies_and_pickles_keep_the_registered_cell() -> None:
         assert other.spec.cell is lstmkit.LSTM.cell
         torch.testing.assert_close(other(x)[0], layer(x)[0], atol=0, rtol=0)
         assert other.last_engine == "fused", other.last_engine_reason
+
+
+@pytest.mark.parametrize("missing", ["name", "state_names"])
+def test_a_cell_without_a_name_or_states_is_refused(missing: str) -> None:
+    from lstmkit.cells.base import Cell
+
+    attrs = {"name": "Nameless", "state_names": ("h",)}
+    del attrs[missing]
+    methods = {m: lambda self, *a: () for m in ("layout", "trace_gates", "step")}
+    cell = type("Incomplete", (Cell,), {**attrs, **methods})()
+    with pytest.raises(ValueError, match=f"non-empty class attribute '{missing}'"):
+        registry.register_cell(cell)
+    assert "nameless" not in registry.cell_names()

@@ -22,11 +22,16 @@ Formats read (tokens are split on whitespace; nothing is lowercased unless `lowe
   wrong form, lemma, subject (controller) index, controller POS, original prefix; the distance
   is target - controller - 1. The attractor count comes from a 4th column of a short gold row
   `index<TAB>correct<TAB>wrong<TAB>n_attr`, or, for the 12-column rows, from `NAME.tab` (its
-  `n_attr` column) when that file is next to the others.
+  `n_attr` column) when that file is next to the others. The released files mix each original
+  sentence with its nonce ("generated") versions, which the paper reports apart: meta["type"]
+  is "original" or "nonce", from the `.tab`'s `type` column, else from the gold row (an
+  original's own prefix is the gold row's last column, the original prefix).
 - Marvin & Linzen 2018: JSON `{category: [[grammatical, ungrammatical], ...]}` (the structure of
-  their released pickle), or TSV lines `category<TAB>grammatical<TAB>ungrammatical` or
-  `grammatical<TAB>ungrammatical`. Their pickle is read only with allow_pickle=True, because
-  unpickling runs code from the file.
+  their released pickle; the NPI tests hold triples [grammatical, intrusive, ungrammatical], read
+  as the paper scores them: three PairItems, grammatical vs intrusive, grammatical vs
+  ungrammatical, intrusive vs ungrammatical, each with its `contrast` in meta), or TSV lines
+  `category<TAB>grammatical<TAB>ungrammatical` or `grammatical<TAB>ungrammatical`. Their pickle
+  is read only with allow_pickle=True, because unpickling runs code from the file.
 """
 
 from __future__ import annotations
@@ -147,14 +152,17 @@ def read_linzen(
     return items
 
 
-def _read_tab_attractors(tab: Path) -> dict[tuple, int]:
-    """(pattern, construction id, sentence id, correct form) -> n_attr, from a .tab file."""
-    out: dict[tuple, int] = {}
+def _read_tab(tab: Path) -> dict[tuple, tuple[int | None, str | None]]:
+    """(pattern, construction id, sentence id, correct form) -> (n_attr, type) from a .tab file;
+    type "original" or "nonce" (their "generated")."""
+    out: dict[tuple, tuple[int | None, str | None]] = {}
     with open(tab, encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             if row.get("class") == "correct":
                 key = (row["pattern"], row["constr_id"], row["sent_id"], row["form"])
-                out[key] = int(row["n_attr"])
+                kind = {"original": "original", "generated": "nonce"}.get(row.get("type") or "")
+                n_attr = row.get("n_attr")
+                out[key] = (int(n_attr) if n_attr not in (None, "") else None, kind)
     return out
 
 
@@ -179,7 +187,7 @@ def read_gulordava(stem: str | Path, lowercase: bool = False) -> list[PrefixItem
             f"{len(golds)}; they must be line-aligned (one item per line)"
         )
     tab = stem.with_name(stem.name + ".tab")
-    tab_attr = _read_tab_attractors(tab) if tab.is_file() else {}
+    tab_rows = _read_tab(tab) if tab.is_file() else {}
     items = []
     for lineno, (text, ev, gold) in enumerate(zip(texts, evals, golds), 1):
         words = text.lower().split() if lowercase else text.split()
@@ -195,7 +203,7 @@ def read_gulordava(stem: str | Path, lowercase: bool = False) -> list[PrefixItem
                 ev,
             )
         cols = gold.split("\t")
-        distance = attractors = None
+        distance = attractors = kind = None
         pattern = ""
         if len(cols) >= 10:
             correct, wrong = cols[6], cols[7]
@@ -203,7 +211,10 @@ def read_gulordava(stem: str | Path, lowercase: bool = False) -> list[PrefixItem
                 raise _fail(files[".gold"], lineno, "column 10 should be the subject's index", gold)
             distance = target - int(cols[9]) - 1
             pattern = "__".join(cols[0].split("!")[:2])
-            attractors = tab_attr.get((pattern, cols[1], cols[2], correct))
+            attractors, kind = tab_rows.get((pattern, cols[1], cols[2], correct), (None, None))
+            if kind is None and len(cols) >= 12:  # an original sentence's prefix is column 12
+                own = " ".join(text.split()[: target + 1])
+                kind = "original" if own == cols[11].strip() else "nonce"
         elif len(cols) in (3, 4) and cols[0].strip().lstrip("-").isdigit():
             if int(cols[0]) != target:
                 raise _fail(
@@ -234,7 +245,12 @@ def read_gulordava(stem: str | Path, lowercase: bool = False) -> list[PrefixItem
                 wrong=[wrong],
                 distance=distance,
                 attractors=attractors,
-                meta={"line": lineno, "sentence_target": words[target], "category": pattern},
+                meta={
+                    "line": lineno,
+                    "sentence_target": words[target],
+                    "category": pattern,
+                    "type": kind,
+                },
             )
         )
     return items
@@ -293,18 +309,37 @@ def _pairs_from_mapping(data, split, path) -> list[PairItem]:
         )
     items = []
     for cat, pairs in data.items():
+        if not isinstance(pairs, list):
+            raise FormatError(f"{path}: category {cat!r} should hold a list of pairs")
         for k, pair in enumerate(pairs):
-            if len(pair) < 2:
+            if (
+                not isinstance(pair, list)
+                or len(pair) not in (2, 3)
+                or not all(isinstance(s, str) for s in pair)
+            ):
                 raise FormatError(
-                    f"{path}: category {cat!r}, pair {k} has {len(pair)} "
-                    f"sentences; expected [grammatical, ungrammatical]"
+                    f"{path}: category {cat!r}, item {k} is {str(pair)[:80]}; expected "
+                    f"[grammatical, ungrammatical] or, for NPIs, [grammatical, intrusive, "
+                    f"ungrammatical] sentences"
                 )
-            items.append(
-                PairItem(
-                    good=split(pair[0]), bad=split(pair[1]), category=str(cat), meta={"index": k}
+            if len(pair) == 2:
+                contrasts = [(None, 0, 1)]
+            else:
+                contrasts = [(name, a, b) for name, (a, b) in NPI_CONTRASTS.items()]
+            for contrast, a, b in contrasts:
+                meta = {"index": k} if contrast is None else {"index": k, "contrast": contrast}
+                items.append(
+                    PairItem(good=split(pair[a]), bad=split(pair[b]), category=str(cat), meta=meta)
                 )
-            )
     return items
+
+
+# Marvin & Linzen's NPI triples [grammatical, intrusive, ungrammatical], compared as the paper does
+NPI_CONTRASTS = {
+    "grammatical vs intrusive": (0, 1),
+    "grammatical vs ungrammatical": (0, 2),
+    "intrusive vs ungrammatical": (1, 2),
+}
 
 
 def write_generated(sentences, path: str | Path) -> Path:

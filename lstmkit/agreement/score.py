@@ -11,9 +11,14 @@ see before each sentence) when the vocabulary has it, so the first word is predi
 
 A PrefixItem is right when log P(correct forms | prefix) > log P(wrong forms | prefix), where a
 set of forms scores the log of its summed probability. Forms the vocabulary lacks are dropped
-(pairwise when both lists have the same length, as for Linzen's verb pairs); an item with no
-known form on either side is skipped and counted in `skipped`. A PairItem is right when the
-grammatical sentence's summed log-probability is higher; ties count as wrong.
+(pairwise when both lists have the same length, as for Linzen's verb pairs). A PairItem is right
+when the grammatical sentence's summed log-probability is higher. Ties count as wrong.
+
+An item the model cannot be asked about is *unscorable*, never wrong: a PrefixItem with no known
+form on one side, a PairItem whose two sentences are the same ids once out-of-vocabulary words
+become <unk> (Marvin & Linzen's "the author laughs / laugh" with a PTB vocabulary, where
+"laughs" and "laugh" are both <unk>). Accuracy is over the scorable items; the report gives the
+unscorable count and share beside it, and every breakdown counts its own.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from lstmkit.agreement.readers import PairItem, PrefixItem
 class AgreementReport:
     n: int  # items scored
     correct: int
-    skipped: int  # items whose candidate forms are all out of vocabulary
+    unscorable: int  # items the vocabulary cannot tell apart (see the module docstring)
     oov_tokens: int  # context tokens not in the vocabulary (mapped to <unk>)
     total_tokens: int
     by_distance: dict[int, dict] = field(default_factory=dict)  # {d: {"n", "accuracy"}}
     by_attractors: dict[int, dict] = field(default_factory=dict)
     by_category: dict[str, dict] = field(default_factory=dict)
     by_number: dict[str, dict] = field(default_factory=dict)  # subject singular / plural
+    by_type: dict[str, dict] = field(default_factory=dict)  # Gulordava: original / nonce
+    by_contrast: dict[str, dict] = field(default_factory=dict)  # M&L NPI: which two sentences
     results: list[dict] = field(default_factory=list)  # per item: correct, margin, ...
 
     @property
@@ -51,6 +58,11 @@ class AgreementReport:
         return max(counts) / sum(counts) if counts else None
 
     @property
+    def unscorable_share(self) -> float:
+        total = self.n + self.unscorable
+        return self.unscorable / total if total else 0.0
+
+    @property
     def oov_share(self) -> float:
         return self.oov_tokens / self.total_tokens if self.total_tokens else 0.0
 
@@ -59,7 +71,8 @@ class AgreementReport:
             "n": self.n,
             "correct": self.correct,
             "accuracy": self.accuracy,
-            "skipped": self.skipped,
+            "unscorable": self.unscorable,
+            "unscorable_share": self.unscorable_share,
             "oov_tokens": self.oov_tokens,
             "total_tokens": self.total_tokens,
             "oov_share": self.oov_share,
@@ -67,31 +80,50 @@ class AgreementReport:
             "by_attractors": {str(k): v for k, v in self.by_attractors.items()},
             "by_category": self.by_category,
             "by_number": self.by_number,
+            "by_type": self.by_type,
+            "by_contrast": self.by_contrast,
             "majority_baseline": self.majority_baseline,
         }
 
 
 def _breakdown(results: list[dict], key: str) -> dict:
+    """{value: {"n", "accuracy", "unscorable"}}; n and accuracy over the scorable items."""
     groups: dict = defaultdict(list)
     for r in results:
         if r.get(key) is not None and r.get(key) != "":
-            groups[r[key]].append(r["correct"])
-    return {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(groups.items())}
+            groups[r[key]].append(r)
+    table = {}
+    for k, rs in sorted(groups.items()):
+        scored = [r["correct"] for r in rs if r["correct"] is not None]
+        table[k] = {
+            "n": len(scored),
+            "accuracy": sum(scored) / len(scored) if scored else float("nan"),
+            "unscorable": len(rs) - len(scored),
+        }
+    return table
 
 
-def _report(results: list[dict], skipped: int, oov: int, total: int) -> AgreementReport:
+def _report(results: list[dict], oov: int, total: int) -> AgreementReport:
+    """results: one dict per item, "correct" None for an unscorable one."""
+    scored = [r for r in results if r["correct"] is not None]
     return AgreementReport(
-        n=len(results),
-        correct=sum(r["correct"] for r in results),
-        skipped=skipped,
+        n=len(scored),
+        correct=sum(r["correct"] for r in scored),
+        unscorable=len(results) - len(scored),
         oov_tokens=oov,
         total_tokens=total,
         by_distance=_breakdown(results, "distance"),
         by_attractors=_breakdown(results, "attractors"),
         by_category=_breakdown(results, "category"),
         by_number=_breakdown(results, "number"),
+        by_type=_breakdown(results, "type"),
+        by_contrast=_breakdown(results, "contrast"),
         results=results,
     )
+
+
+def _unscorable(**fields) -> dict:
+    return {"correct": None, "margin": None, **fields}
 
 
 def _number(plural) -> str | None:
@@ -171,34 +203,31 @@ def score_prefix_items(
     model, vocab, items: list[PrefixItem], bos: str | None = "<eos>", batch_size: int = 128
 ) -> AgreementReport:
     bos_ids = _bos_ids(vocab, bos)
-    seqs, keep, skipped, oov, total = [], [], 0, 0, 0
+    seqs, keep, oov, total = [], [], 0, 0
+    results: list[dict] = []
     for item in items:
+        fields = {
+            "distance": item.distance,
+            "attractors": item.attractors,
+            "category": item.meta.get("category", ""),
+            "number": _number(item.meta.get("plural")),
+            "type": item.meta.get("type"),
+        }
         good, bad = _known_forms(item.correct, item.wrong, vocab)
-        if not good or not bad:
-            skipped += 1
+        if not good or not bad:  # the model cannot be asked: unscorable, not wrong
+            results.append(_unscorable(**fields))
             continue
         oov += sum(w not in vocab.stoi for w in item.prefix)
         total += len(item.prefix)
         seqs.append(bos_ids + vocab.encode(item.prefix))
-        keep.append((item, good, bad))
-    if not seqs:
-        return _report([], skipped, oov, total)
-    logps = next_word_log_probs(model, seqs, batch_size)
-    results = []
-    for (item, good, bad), lp in zip(keep, logps):
+        results.append(fields)
+        keep.append((fields, good, bad))
+    logps = next_word_log_probs(model, seqs, batch_size) if seqs else []
+    for (fields, good, bad), lp in zip(keep, logps):
         s_good = float(torch.logsumexp(lp[good], 0))
         s_bad = float(torch.logsumexp(lp[bad], 0))
-        results.append(
-            {
-                "correct": s_good > s_bad,
-                "margin": s_good - s_bad,
-                "distance": item.distance,
-                "attractors": item.attractors,
-                "category": item.meta.get("category", ""),
-                "number": _number(item.meta.get("plural")),
-            }
-        )
-    return _report(results, skipped, oov, total)
+        fields.update(correct=s_good > s_bad, margin=s_good - s_bad)
+    return _report(results, oov, total)
 
 
 def score_pair_items(
@@ -206,36 +235,32 @@ def score_pair_items(
 ) -> AgreementReport:
     bos_ids = _bos_ids(vocab, bos)
     n_ctx = max(len(bos_ids), 1)  # without a bos the first word cannot be scored
-    seqs, oov, total = [], 0, 0
+    seqs, keep, oov, total = [], [], 0, 0
+    results: list[dict] = []
     for item in items:
-        for sent in (item.good, item.bad):
-            oov += sum(w not in vocab.stoi for w in sent)
-            total += len(sent)
-            seqs.append(bos_ids + vocab.encode(sent))
-    if not seqs:
-        return _report([], 0, oov, total)
-    scores = sequence_log_probs(model, seqs, n_ctx, batch_size)
-    results = []
-    for k, item in enumerate(items):
+        fields = {"category": item.category, "contrast": item.meta.get("contrast")}
+        good, bad = bos_ids + vocab.encode(item.good), bos_ids + vocab.encode(item.bad)
+        oov += sum(w not in vocab.stoi for w in item.good + item.bad)
+        total += len(item.good) + len(item.bad)
+        if good == bad:  # the words that differ are all <unk>: unscorable, not wrong
+            results.append(_unscorable(**fields))
+            continue
+        seqs += [good, bad]
+        results.append(fields)
+        keep.append(fields)
+    scores = sequence_log_probs(model, seqs, n_ctx, batch_size) if seqs else []
+    for k, fields in enumerate(keep):
         good, bad = scores[2 * k], scores[2 * k + 1]
-        results.append(
-            {
-                "correct": good > bad,
-                "margin": good - bad,
-                "distance": None,
-                "attractors": None,
-                "category": item.category,
-            }
-        )
-    return _report(results, 0, oov, total)
+        fields.update(correct=good > bad, margin=good - bad)
+    return _report(results, oov, total)
 
 
 def format_report(report: AgreementReport, title: str = "") -> str:
     lines = [title] if title else []
     lines.append(
-        f"accuracy {report.accuracy:.3f} on {report.n} items ({report.skipped} skipped: "
-        f"verb forms not in the vocabulary); OOV share of context words "
-        f"{report.oov_share:.1%}"
+        f"accuracy {report.accuracy:.3f} on {report.n} scorable items; {report.unscorable} "
+        f"unscorable ({report.unscorable_share:.1%}: the forms that differ are not in the "
+        f"vocabulary); OOV share of words {report.oov_share:.1%}"
     )
     if report.majority_baseline is not None:
         lines.append(
@@ -246,10 +271,13 @@ def format_report(report: AgreementReport, title: str = "") -> str:
         ("distance", report.by_distance),
         ("attractors", report.by_attractors),
         ("subject number", report.by_number),
+        ("sentence type", report.by_type),
+        ("contrast", report.by_contrast),
         ("category", report.by_category),
     ):
         if table:
             lines.append(f"  by {name}:")
             for k, v in table.items():
-                lines.append(f"    {str(k):>28}  {v['accuracy']:.3f}  (n={v['n']})")
+                extra = f", {v['unscorable']} unscorable" if v["unscorable"] else ""
+                lines.append(f"    {str(k):>28}  {v['accuracy']:.3f}  (n={v['n']}{extra})")
     return "\n".join(lines)

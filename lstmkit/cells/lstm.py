@@ -25,7 +25,8 @@ from lstmkit.cells.gates import LSTM_GATES, lstm_layout, peephole_layout, split
 def lstm_pointwise(
     pre: Tensor, c_prev: Tensor, peep: Tensor | None = None, coupled: bool = False
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The gate arithmetic. pre (B, G*H) = xp + hp; c_prev (B, H). Returns c_t and {i, f, g, o}."""
+    """The gate arithmetic. pre (B, G*H) = xp + hp; c_prev (B, H). Returns c_t and {i, f, g, o}.
+    Any leading dims work in place of B (the gates are blocks of the last dimension)."""
     blocks = split(pre, lstm_layout(coupled))
     w = split(peep, peephole_layout(coupled)) if peep is not None else {}
 
@@ -55,7 +56,7 @@ def lstm_pointwise_(
     act (B, G*H) holds pre = xp + hp on entry and the gate activations, in layout order, on
     return; c_t is written to c_out (B, H). Returns the gate blocks {f, g, o} (+ i unless
     coupled) as views of act. No fresh (B, H) tensors: per step that allocation costs more than
-    the arithmetic at small sizes.
+    the arithmetic at small sizes. Like lstm_pointwise, any leading dims work in place of B.
     """
     layout = lstm_layout(coupled)
     blocks = split(act, layout)

@@ -5,6 +5,7 @@
     lstmkit agreement eval runs/agr/lstm --data runs/agr/test.jsonl
     lstmkit agreement eval RUN/best --format linzen \
         --data ../shared/data/linzen_rnn_agr_simple/numpred.test.2
+    lstmkit agreement suite RUN/best --data ../shared/data/marvin_linzen_2018
 
 (`eval --checkpoint DIR`, the older spelling, still works.)
 """
@@ -140,6 +141,38 @@ def register(sub) -> None:
     )
     e.add_argument("--json", help="write the report (with per-item results) to this file")
     e.set_defaults(func=run_eval)
+
+    m = s.add_parser(
+        "suite",
+        formatter_class=HelpFormatter,
+        help="score a language model on all of Marvin & Linzen 2018, their table",
+        description="Scores every test file of a Marvin & Linzen 2018 folder (JSON, one file "
+        "per test) and prints their results table: each phenomenon's accuracy over the pairs "
+        "the vocabulary can tell apart, with the unscorable pairs counted beside it (two "
+        "sentences that are the same once unknown words become <unk>). NPI rows are split "
+        "by contrast, as in the paper.",
+    )
+    add_checkpoint_argument(m)
+    m.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="the folder of test files, e.g. ../shared/data/marvin_linzen_2018",
+    )
+    m.add_argument(
+        "--per-test",
+        type=POSITIVE,
+        metavar="N",
+        help="score at most N entries per file, spread over the file (default: all: 163,124 "
+        "items in the released suite)",
+    )
+    m.add_argument(
+        "--bos",
+        default="<eos>",
+        help="token fed before each sentence, if the vocabulary has it ('' for none)",
+    )
+    m.add_argument("--json", metavar="FILE", help="write the table as JSON to this file")
+    m.set_defaults(func=run_suite)
     p.set_defaults(func=lambda a: p.print_help() or 2)
 
 
@@ -236,6 +269,44 @@ def run_eval(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
             json.dumps({**report.to_dict(), "items": report.results}, indent=1)
+        )
+        print(f"wrote {args.json}")
+    return 0
+
+
+@reports_errors
+def run_suite(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lstmkit.agreement.suites import MARVIN_LINZEN_ROWS, format_suite_table, score_marvin_linzen
+    from lstmkit.training.checkpoint import load_checkpoint
+
+    checkpoint = checkpoint_of(args, "agreement suite")
+    model, _, vocab, _ = load_checkpoint(checkpoint)
+    files = sum(len(v) for v in MARVIN_LINZEN_ROWS.values())
+    with tqdm(total=files, unit="file", dynamic_ncols=True) as bar:
+
+        def progress(name: str) -> None:
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(1)
+
+        rows = score_marvin_linzen(
+            model, vocab, args.data, per_test=args.per_test, bos=args.bos or None,
+            progress=progress,
+        )  # fmt: skip
+    print(format_suite_table(rows, f"{checkpoint} on Marvin & Linzen 2018 ({args.data})"))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "checkpoint": str(checkpoint),
+                    "data": args.data,
+                    "per_test": args.per_test,
+                    "rows": [r.to_dict() for r in rows],
+                },
+                indent=1,
+            )  # fmt: skip
         )
         print(f"wrote {args.json}")
     return 0

@@ -23,6 +23,7 @@ from lstmkit.agreement import (
 )
 from lstmkit.agreement.grammar import NOUNS
 from lstmkit.agreement.readers import FormatError, read_generated, write_generated
+from lstmkit.agreement.score import format_report
 from lstmkit.data.vocab import Vocab
 
 PLURALS = {pl for _, pl in NOUNS}
@@ -108,14 +109,21 @@ def test_prefix_scorer_on_items_with_known_answers(bigram):
         PrefixItem(
             ["the", "cat", "near", "the", "dog"], ["is"], ["are"], distance=3, attractors=0
         ),  # right
-        PrefixItem(["the", "cat"], ["is"], ["isnt"], distance=0),  # skipped: OOV form
+        PrefixItem(["the", "cat"], ["is"], ["isnt"], distance=0),  # unscorable: OOV form
         PrefixItem(["the", "zebra"], ["is"], ["are"], distance=0),  # unk context: a tie
     ]
     rep = score_prefix_items(model, vocab, items, batch_size=3)
-    assert [r["correct"] for r in rep.results] == [True, True, False, False, True, False]
-    assert rep.n == 6 and rep.correct == 3 and rep.skipped == 1
-    assert rep.by_distance == {0: {"n": 3, "accuracy": 2 / 3}, 3: {"n": 3, "accuracy": 1 / 3}}
-    assert rep.by_attractors == {0: {"n": 3, "accuracy": 1.0}, 1: {"n": 2, "accuracy": 0.0}}
+    assert [r["correct"] for r in rep.results] == [True, True, False, False, True, None, False]
+    assert rep.n == 6 and rep.correct == 3 and rep.unscorable == 1
+    assert rep.unscorable_share == 1 / 7
+    assert rep.by_distance == {
+        0: {"n": 3, "accuracy": 2 / 3, "unscorable": 1},
+        3: {"n": 3, "accuracy": 1 / 3, "unscorable": 0},
+    }
+    assert rep.by_attractors == {
+        0: {"n": 3, "accuracy": 1.0, "unscorable": 0},
+        1: {"n": 2, "accuracy": 0.0, "unscorable": 0},
+    }
     assert rep.oov_tokens == 1 and rep.total_tokens == 2 + 2 + 5 + 5 + 5 + 2
     assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-6)  # log e^2 - log e^0
 
@@ -144,8 +152,8 @@ def test_pair_scorer_matches_hand_computed_log_probabilities(bigram):
     assert [r["correct"] for r in rep.results] == [True, False]
     assert rep.results[0]["margin"] == pytest.approx(logp(good) - logp(bad), abs=1e-5)
     assert rep.by_category == {
-        "flipped": {"n": 1, "accuracy": 0.0},
-        "simple": {"n": 1, "accuracy": 1.0},
+        "flipped": {"n": 1, "accuracy": 0.0, "unscorable": 0},
+        "simple": {"n": 1, "accuracy": 1.0, "unscorable": 0},
     }
 
 
@@ -160,7 +168,7 @@ def test_pair_scorer_counts_a_tie_as_wrong(bigram):
     assert rep.results[0]["margin"] == 0.0  # an exact tie, not merely a small margin
     assert [r["correct"] for r in rep.results] == [False, True, False]
     assert rep.n == 3 and rep.correct == 1
-    assert rep.by_category["tie"] == {"n": 1, "accuracy": 0.0}
+    assert rep.by_category["tie"] == {"n": 1, "accuracy": 0.0, "unscorable": 0}
     # a model whose every output is the same: every pair of equal-length sentences ties
     flat = BigramLM(torch.zeros(len(WORDS), len(WORDS)))
     rep = score_pair_items(flat, vocab, [right, wrong, tie])
@@ -199,7 +207,7 @@ def test_prefix_scorer_uses_each_items_last_token_in_mixed_length_batches(bigram
     model = TinyRecurrentLM(len(WORDS))
     vocab = bigram[1]
     rep = score_prefix_items(model, vocab, MIXED, batch_size=len(MIXED))
-    assert rep.n == len(MIXED) and rep.skipped == 0
+    assert rep.n == len(MIXED) and rep.unscorable == 0
     for item, r in zip(MIXED, rep.results):
         ids = torch.tensor([vocab.stoi["<eos>"]] + [vocab.stoi[w] for w in item.prefix])
         with torch.no_grad():
@@ -344,3 +352,142 @@ def test_marvin_linzen_reader_json_tsv_and_pickle_guard(tmp_path):
     t.write_text("only one column\n")
     with pytest.raises(FormatError, match="line 1"):
         read_marvin_linzen(t)
+
+
+# ---- scoring that cannot mislead: unscorable items, NPI triples, original vs nonce -------------
+def test_a_pair_that_is_the_same_after_unk_is_unscorable_not_wrong(bigram):
+    """'the cat laughs' / 'the cat laugh' with a vocabulary that knows neither verb: both are
+    'the cat <unk>', so the model cannot be asked. Counted apart; accuracy is over the rest."""
+    model, vocab = bigram
+    same = PairItem(["the", "cat", "laughs"], ["the", "cat", "laugh"], "simple")
+    right = PairItem(["the", "cats", "are"], ["the", "cats", "is"], "simple")
+    rep = score_pair_items(model, vocab, [same, right, same])
+    assert [r["correct"] for r in rep.results] == [None, True, None]
+    assert rep.n == 1 and rep.correct == 1 and rep.accuracy == 1.0
+    assert rep.unscorable == 2 and rep.unscorable_share == 2 / 3
+    assert rep.by_category == {"simple": {"n": 1, "accuracy": 1.0, "unscorable": 2}}
+    assert rep.to_dict()["unscorable"] == 2
+    # every pair unscorable: no accuracy at all, rather than 0.0
+    none = score_pair_items(model, vocab, [same])
+    assert none.n == 0 and none.unscorable == 1 and math.isnan(none.accuracy)
+
+
+def test_a_prefix_item_with_unknown_forms_is_unscorable(bigram):
+    model, vocab = bigram
+    items = [
+        PrefixItem(["the", "cat"], ["laughs"], ["laugh"], distance=0),  # neither form known
+        PrefixItem(["the", "cat"], ["is"], ["xyz"], distance=0),  # one side unknown
+        PrefixItem(["the", "cat"], ["is"], ["are"], distance=0),  # right
+    ]
+    rep = score_prefix_items(model, vocab, items)
+    assert [r["correct"] for r in rep.results] == [None, None, True]
+    assert (rep.n, rep.unscorable) == (1, 2)
+    assert rep.by_distance == {0: {"n": 1, "accuracy": 1.0, "unscorable": 2}}
+
+
+def test_marvin_linzen_npi_triples_are_three_contrasts(tmp_path, bigram):
+    """[grammatical, intrusive, ungrammatical] gives the paper's three comparisons, each scored
+    on its own; a pair file stays one comparison per entry."""
+    j = tmp_path / "npi.json"
+    j.write_text(json.dumps({"past": [["the cats are", "the cats is", "the cat are"]]}))
+    items = read_marvin_linzen(j)
+    assert [(i.good, i.bad, i.meta["contrast"]) for i in items] == [
+        (["the", "cats", "are"], ["the", "cats", "is"], "grammatical vs intrusive"),
+        (["the", "cats", "are"], ["the", "cat", "are"], "grammatical vs ungrammatical"),
+        (["the", "cats", "is"], ["the", "cat", "are"], "intrusive vs ungrammatical"),
+    ]
+    model, vocab = bigram
+    rep = score_pair_items(model, vocab, items)
+    # by hand with the bigram table: log P(w_t | w_{t-1}) summed after <eos>
+    table = model.table.detach()
+
+    def logp(words):
+        ids = [vocab.stoi[w] for w in ["<eos>", *words]]
+        return sum(float(torch.log_softmax(table[a], 0)[b]) for a, b in zip(ids, ids[1:]))
+
+    want = [logp(i.good) > logp(i.bad) for i in items]
+    assert [r["correct"] for r in rep.results] == want
+    assert set(rep.by_contrast) == {i.meta["contrast"] for i in items}
+    j.write_text(json.dumps({"past": [["a", "b", "c", "d"]]}))
+    with pytest.raises(FormatError, match="for NPIs, \\[grammatical, intrusive, ungrammatical\\]"):
+        read_marvin_linzen(j)
+
+
+def test_gulordava_original_and_nonce_are_reported_apart(tmp_path, bigram):
+    """From the .tab's type column when present (generated -> nonce), else from the gold row:
+    an original sentence's own prefix is the gold row's last column."""
+    (tmp_path / "g.text").write_text("the cat is here .\nthe dog is here .\n")
+    (tmp_path / "g.eval").write_text("2\n2\n")
+    gold = "L!NOUN_VERB!Number=Sing!Number=Sing\t1\t{sid}\t2\tVERB\tNumber=Sing\tis\tare\tbe\t1"
+    gold += "\tNOUN\tthe cat is\n"
+    (tmp_path / "g.gold").write_text(gold.format(sid=0) + gold.format(sid=1))
+    items = read_gulordava(tmp_path / "g")
+    assert [i.meta["type"] for i in items] == ["original", "nonce"]
+    (tmp_path / "g.tab").write_text(
+        "pattern\tconstr_id\tsent_id\tform\tclass\ttype\tn_attr\n"
+        "L__NOUN_VERB\t1\t0\tis\tcorrect\tgenerated\t0\n"
+        "L__NOUN_VERB\t1\t1\tis\tcorrect\toriginal\t0\n"
+    )
+    items = read_gulordava(tmp_path / "g")
+    assert [i.meta["type"] for i in items] == ["nonce", "original"]  # the .tab wins
+    model, vocab = bigram
+    rep = score_prefix_items(model, vocab, items)
+    assert set(rep.by_type) == {"original", "nonce"}
+    assert all(v["n"] == 1 for v in rep.by_type.values())
+    assert "by sentence type" in format_report(rep)
+
+
+def test_marvin_linzen_suite_table(tmp_path, bigram, capsys):
+    """A folder with two of the paper's tests: rows named as in the paper, anim + inanim files
+    merged into one row, unscorable pairs counted, NPI contrasts apart; the CLI prints the table
+    and writes the same rows as JSON."""
+    from lstmkit.agreement.suites import format_suite_table, score_marvin_linzen
+
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    simple = {"sing": [["the cat is", "the cat are"], ["the cat laughs", "the cat laugh"]]}
+    (folder / "simple_agrmt.json").write_text(json.dumps(simple))
+    for stem in ("simple_npi_anim", "simple_npi_inanim"):
+        (folder / f"{stem}.json").write_text(
+            json.dumps({"past": [["the cats are", "the cats is", "the cat are"]]})
+        )
+    model, vocab = bigram
+    rows = score_marvin_linzen(model, vocab, folder)
+    by_name = {(r.section, r.phenomenon, r.contrast): r for r in rows}
+    simple_row = by_name[("agreement", "simple", None)]
+    assert (simple_row.n, simple_row.unscorable, simple_row.accuracy) == (1, 1, 1.0)
+    npi = [r for r in rows if r.section == "NPI"]
+    assert len(npi) == 3 and all(r.n == 2 for r in npi)  # anim + inanim: one row each contrast
+    assert npi[0].files == ["simple_npi_anim", "simple_npi_inanim"]
+    table = format_suite_table(rows)
+    assert "1 (50%)" in table and "simple (grammatical vs intrusive)" in table
+    # thinning keeps a triple's three contrasts together
+    few = score_marvin_linzen(model, vocab, folder, per_test=1)
+    assert [r.n for r in few if r.section == "agreement"] == [1]
+
+    from lstmkit.cli.main import main
+    from lstmkit.training.checkpoint import save_checkpoint
+    from lstmkit.training.model import LanguageModel, ModelConfig
+
+    cfg = ModelConfig(vocab_size=len(vocab), emb_size=4, hidden_size=4, num_layers=1)
+    save_checkpoint(tmp_path / "ck", LanguageModel(cfg), cfg, vocab, data={"level": "word"})
+    out_json = tmp_path / "suite.json"
+    assert (
+        main(
+            [
+                "agreement",
+                "suite",
+                str(tmp_path / "ck"),
+                "--data",
+                str(folder),
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "agreement  simple" in printed and "NPI" in printed
+    saved = json.loads(out_json.read_text())["rows"]
+    assert [r["phenomenon"] for r in saved] == [r.phenomenon for r in rows]
+    assert saved[0]["unscorable"] == 1

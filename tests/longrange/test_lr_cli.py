@@ -165,7 +165,7 @@ def test_agreement_and_inspect_commands(tmp_path, capsys):
         == 0
     )
     out, err = capsys.readouterr()
-    assert "on 2 items" in out and "OOV share of context words 10.0%" in out
+    assert "on 2 scorable items; 0 unscorable" in out and "OOV share of words 10.0%" in out
     assert "note: --checkpoint is deprecated" in err  # the older spelling still works
     assert "more frequent subject number would score 0.500" in out
 

@@ -1,0 +1,173 @@
+"""Mutation testing of lstmkit's core, scorers and checkpoints: run mutmut, write the report.
+
+    python scripts/mutation.py              # mutmut run (2 workers) + report
+    python scripts/mutation.py --report     # report only, from the last run's mutants/
+    python scripts/mutation.py --only "lstmkit.cells.*"   # a part (mutmut's name patterns)
+
+Which files are mutated and which tests judge them is [tool.mutmut] in pyproject.toml. mutmut
+changes one thing at a time (an operator, a constant, a keyword argument), runs the tests that
+cover the changed function, and calls the mutant killed when one fails. A mutant that survives is
+either a gap in the tests or *equivalent*: a change no test can see because the program means the
+same (a default argument passed explicitly with its default value, say). Each equivalent survivor
+is explained in scripts/mutation_equivalents.toml; every other survivor is a test to write.
+
+The score is killed / (mutants - equivalent), per module and overall; a timeout counts as killed
+(the tests noticed: they hung). The report goes to docs/mutation-report.md (a table and every
+surviving mutant's diff) and benchmarks/results/mutation.json (machine, versions, commit, the
+command and the counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.toml"
+REPORT = ROOT / "docs" / "mutation-report.md"
+RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
+TARGET = 0.90  # issue 14: at least 90% of non-equivalent mutants killed
+
+# mutmut's exit codes (mutmut/stats.py), folded into what the report counts
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}
+STATUS.update({36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"})
+STATUS.update({37: "caught by type check", -11: "segfault", -9: "segfault", None: "not checked"})
+
+
+def run_mutmut(only: str | None, workers: int) -> float:
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)]
+    if only:
+        cmd.append(only)
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    if subprocess.run(cmd, cwd=ROOT, env=_env()).returncode != 0:
+        raise SystemExit(
+            "error: mutmut stopped (its output is above). If it says the tests failed, the "
+            "selected tests must pass on the unmutated code first: run them with pytest"
+        )
+    return time.time() - t0
+
+
+def _env() -> dict:
+    import os
+
+    # one torch thread per worker: two workers on two cores, and results that do not depend on
+    # the thread count
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def load_results(mutants: Path) -> dict[str, dict[str, str]]:
+    """{module path: {mutant name: status}} from mutmut's .meta files."""
+    out: dict[str, dict[str, str]] = {}
+    for meta in sorted((mutants / "lstmkit").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if codes:
+            module = str(meta.relative_to(mutants)).removesuffix(".meta")
+            out[module] = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
+    return out
+
+
+def diff_of(name: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", name], cwd=ROOT, capture_output=True, text=True
+    )
+    lines = proc.stdout.splitlines()
+    return "\n".join(
+        line
+        for line in lines
+        if line.startswith(("+", "-", "@@")) and not line.startswith(("+++", "---"))
+    )
+
+
+def summarise(results: dict, equivalents: dict[str, str]) -> tuple[list[dict], dict]:
+    rows, total = [], Counter()
+    for module, statuses in results.items():
+        c = Counter(statuses.values())
+        eq = sum(1 for k, s in statuses.items() if s == "survived" and k in equivalents)
+        c["equivalent"], c["survived"] = eq, c["survived"] - eq
+        c["mutants"] = len(statuses)
+        if c["mutants"] > c["not checked"]:  # (a partial run: --only)
+            rows.append({"module": module, **c})
+        total.update(c)
+    for row in [*rows, total]:
+        checked = row["mutants"] - row.get("not checked", 0)
+        judged = checked - row.get("equivalent", 0) - row.get("skipped", 0)
+        caught = row.get("killed", 0) + row.get("timeout", 0) + row.get("caught by type check", 0)
+        caught += row.get("segfault", 0)
+        row["score"] = caught / judged if judged else 1.0
+    return rows, dict(total)
+
+
+def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None:
+    rows, total = summarise(results, equivalents)
+    cols = ["mutants", "not checked", "killed", "timeout", "survived", "equivalent", "no tests"]
+    lines = [
+        "# Mutation testing report",
+        "",
+        f"Made by `{meta['command']}` at commit `{meta['commit']}` on {meta['machine']}"
+        f" ({meta['versions']}); {meta['minutes']:.0f} min wall.",
+        "How to read and rerun it: [docs/mutation.md](mutation.md).",
+        "",
+        "| module | " + " | ".join(cols) + " | score |",
+        "|---|" + "---|" * (len(cols) + 1),
+    ]
+    for row in rows + [dict(total, module="**all**")]:
+        cells = " | ".join(str(row.get(c, 0)) for c in cols)
+        lines.append(f"| {row['module']} | {cells} | {100 * row['score']:.1f}% |")
+    lines += ["", f"Target: {100 * TARGET:.0f}% of non-equivalent mutants killed.", ""]
+    lines += ["## Equivalent mutants (survive by design)", ""]
+    for statuses in results.values():
+        for name, status in statuses.items():
+            if status == "survived" and name in equivalents:
+                lines.append(f"- `{name}`: {equivalents[name]}")
+    lines += ["", "## Surviving mutants (gaps in the tests)", ""]
+    for statuses in results.values():
+        for name, status in statuses.items():
+            if status in ("survived", "no tests") and name not in equivalents:
+                lines += [f"### `{name}` ({status})", "", "```diff", diff_of(name), "```", ""]
+    REPORT.write_text("\n".join(lines) + "\n")
+    RESULTS.write_text(json.dumps({**meta, "modules": rows, "total": total}, indent=1) + "\n")
+    print(f"score {100 * total['score']:.1f}% over {total['mutants']} mutants; wrote {REPORT}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument("--report", action="store_true", help="only write the report from mutants/")
+    p.add_argument("--only", help="mutmut name pattern, e.g. 'lstmkit.cells.*' (default: all)")
+    p.add_argument("--workers", type=int, default=2, help="parallel mutants (default: 2)")
+    p.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    seconds = 0.0 if args.report else run_mutmut(args.only, args.workers)
+    sys.path.insert(0, str(ROOT))
+    from lstmkit.training.benchmarking import environment_info
+
+    env = environment_info()
+    equivalents = tomllib.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
+    meta = {
+        "command": "python scripts/mutation.py" + (f" --only '{args.only}'" if args.only else ""),
+        "commit": env.get("git_commit"),
+        "machine": f"{env.get('cpu')}, {env.get('logical_cpus', '?')} CPUs",
+        "versions": f"python {env.get('python')}, torch {env.get('torch')}",
+        "minutes": args.minutes if args.minutes is not None else seconds / 60,
+    }
+    results = load_results(ROOT / "mutants")
+    if not results:
+        print("no mutation results in mutants/: run without --report first", file=sys.stderr)
+        return 1
+    write_report(results, {k: str(v) for k, v in equivalents.items()}, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
