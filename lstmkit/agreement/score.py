@@ -156,10 +156,20 @@ def _device(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _run(model, tokens: Tensor, intervention):
+    """model(tokens), with an intervention only when there is one (any LM contract works)."""
+    if intervention is None:
+        return model(tokens)[0]
+    return model(tokens, intervention=intervention)[0]
+
+
 @torch.no_grad()
-def next_word_log_probs(model, seqs: list[list[int]], batch_size: int = 128) -> list[Tensor]:
+def next_word_log_probs(
+    model, seqs: list[list[int]], batch_size: int = 128, intervention=None
+) -> list[Tensor]:
     """For each id sequence, log P(next word | the whole sequence): a (V,) tensor each.
-    Sequences are right-padded (which cannot change earlier steps of a left-to-right model)."""
+    Sequences are right-padded (which cannot change earlier steps of a left-to-right model).
+    `intervention`: an lstmkit.Intervention applied to every batch (e.g. an ablation)."""
     was_training = model.training
     model.eval()
     dev, out = _device(model), [None] * len(seqs)
@@ -167,7 +177,7 @@ def next_word_log_probs(model, seqs: list[list[int]], batch_size: int = 128) -> 
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
-        logits = model(tokens.to(dev))[0]  # (T, B, V)
+        logits = _run(model, tokens.to(dev), intervention)  # (T, B, V)
         last = logits[lengths.to(dev) - 1, torch.arange(len(idx), device=dev)]  # (B, V)
         logp = torch.log_softmax(last.float(), -1).cpu()
         for k, i in enumerate(idx):
@@ -178,7 +188,7 @@ def next_word_log_probs(model, seqs: list[list[int]], batch_size: int = 128) -> 
 
 @torch.no_grad()
 def sequence_log_probs(
-    model, seqs: list[list[int]], n_context: int, batch_size: int = 64
+    model, seqs: list[list[int]], n_context: int, batch_size: int = 64, intervention=None
 ) -> list[float]:
     """Summed log P(w_t | w_<t) over positions t >= n_context of each id sequence."""
     was_training = model.training
@@ -188,7 +198,8 @@ def sequence_log_probs(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
-        logp = torch.log_softmax(model(tokens.to(dev))[0].float(), -1).cpu()  # (T, B, V)
+        logits = _run(model, tokens.to(dev), intervention)
+        logp = torch.log_softmax(logits.float(), -1).cpu()  # (T, B, V)
         step = logp[:-1].gather(2, tokens[1:].unsqueeze(-1)).squeeze(-1)  # (T-1, B)
         t = torch.arange(step.shape[0])[:, None]  # step t predicts token t + 1
         keep = (t + 1 >= n_context) & (t + 1 < lengths[None, :])
@@ -200,7 +211,12 @@ def sequence_log_probs(
 
 
 def score_prefix_items(
-    model, vocab, items: list[PrefixItem], bos: str | None = "<eos>", batch_size: int = 128
+    model,
+    vocab,
+    items: list[PrefixItem],
+    bos: str | None = "<eos>",
+    batch_size: int = 128,
+    intervention=None,
 ) -> AgreementReport:
     bos_ids = _bos_ids(vocab, bos)
     seqs, keep, oov, total = [], [], 0, 0
@@ -222,7 +238,7 @@ def score_prefix_items(
         seqs.append(bos_ids + vocab.encode(item.prefix))
         results.append(fields)
         keep.append((fields, good, bad))
-    logps = next_word_log_probs(model, seqs, batch_size) if seqs else []
+    logps = next_word_log_probs(model, seqs, batch_size, intervention) if seqs else []
     for (fields, good, bad), lp in zip(keep, logps):
         s_good = float(torch.logsumexp(lp[good], 0))
         s_bad = float(torch.logsumexp(lp[bad], 0))
@@ -231,7 +247,12 @@ def score_prefix_items(
 
 
 def score_pair_items(
-    model, vocab, items: list[PairItem], bos: str | None = "<eos>", batch_size: int = 64
+    model,
+    vocab,
+    items: list[PairItem],
+    bos: str | None = "<eos>",
+    batch_size: int = 64,
+    intervention=None,
 ) -> AgreementReport:
     bos_ids = _bos_ids(vocab, bos)
     n_ctx = max(len(bos_ids), 1)  # without a bos the first word cannot be scored
@@ -248,7 +269,7 @@ def score_pair_items(
         seqs += [good, bad]
         results.append(fields)
         keep.append(fields)
-    scores = sequence_log_probs(model, seqs, n_ctx, batch_size) if seqs else []
+    scores = sequence_log_probs(model, seqs, n_ctx, batch_size, intervention) if seqs else []
     for k, fields in enumerate(keep):
         good, bad = scores[2 * k], scores[2 * k + 1]
         fields.update(correct=good > bad, margin=good - bad)
@@ -280,4 +301,21 @@ def format_report(report: AgreementReport, title: str = "") -> str:
             for k, v in table.items():
                 extra = f", {v['unscorable']} unscorable" if v["unscorable"] else ""
                 lines.append(f"    {str(k):>28}  {v['accuracy']:.3f}  (n={v['n']}{extra})")
+    return "\n".join(lines)
+
+
+def format_comparison(base: AgreementReport, edited: AgreementReport, what: str) -> str:
+    """Accuracy without and with an intervention, overall and by distance and attractors."""
+    lines = [f"{'':>30}  {'without':>8}  {'with':>8}   ({what})"]
+    lines.append(f"{'all':>30}  {base.accuracy:8.3f}  {edited.accuracy:8.3f}   n={base.n}")
+    for name, a, b in (
+        ("distance", base.by_distance, edited.by_distance),
+        ("attractors", base.by_attractors, edited.by_attractors),
+        ("category", base.by_category, edited.by_category),
+    ):
+        for k in a:
+            label = f"{name} {k}"
+            lines.append(
+                f"{label:>30}  {a[k]['accuracy']:8.3f}  {b[k]['accuracy']:8.3f}   n={a[k]['n']}"
+            )
     return "\n".join(lines)

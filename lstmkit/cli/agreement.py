@@ -140,6 +140,14 @@ def register(sub) -> None:
         "--limit", type=POSITIVE, metavar="N", help="score only the first N items (default: all)"
     )
     e.add_argument("--json", help="write the report (with per-item results) to this file")
+    e.add_argument(
+        "--ablate",
+        action="append",
+        metavar="LAYER:STATE:UNITS",
+        help="also score with these units fixed to 0 at every step, e.g. 1:c:12,45 (layer 1's "
+        "cell units 12 and 45) or 0:h:all; repeat for more. Prints accuracy without and with "
+        "the ablation, by distance and attractors (lstmkit.Intervention)",
+    )
     e.set_defaults(func=run_eval)
 
     m = s.add_parser(
@@ -249,9 +257,35 @@ def load_items(fmt: str, path: str, lowercase: bool, allow_pickle: bool = False)
     return readers.read_marvin_linzen(path, lowercase=lowercase, allow_pickle=allow_pickle)
 
 
+def parse_ablation(specs: list[str]):
+    """["1:c:12,45", "0:h:all"] -> one lstmkit.Intervention that zeroes those units."""
+    from lstmkit.cli.options import UsageError
+    from lstmkit.intervene import Intervention
+
+    total = Intervention(())
+    for spec in specs:
+        parts = spec.split(":")
+        try:
+            layer, state, units = int(parts[0]), parts[1], parts[2]
+            chosen = None if units == "all" else [int(u) for u in units.split(",")]
+        except (ValueError, IndexError):
+            raise UsageError(
+                f"--ablate {spec!r}: expected LAYER:STATE:UNITS, e.g. 1:c:12,45 or 0:h:all"
+            ) from None
+        if len(parts) != 3:
+            raise UsageError(f"--ablate {spec!r}: expected LAYER:STATE:UNITS (three parts)")
+        total = total + Intervention.ablate(layer=layer, units=chosen, state=state)
+    return total
+
+
 @reports_errors
 def run_eval(args: argparse.Namespace) -> int:
-    from lstmkit.agreement.score import format_report, score_pair_items, score_prefix_items
+    from lstmkit.agreement.score import (
+        format_comparison,
+        format_report,
+        score_pair_items,
+        score_prefix_items,
+    )
     from lstmkit.training.checkpoint import load_checkpoint
 
     checkpoint = checkpoint_of(args, "agreement eval")
@@ -260,16 +294,22 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     bos = args.bos or None
-    if args.format == "marvin":
-        report = score_pair_items(model, vocab, items, bos=bos)
-    else:
-        report = score_prefix_items(model, vocab, items, bos=bos)
+    score = score_pair_items if args.format == "marvin" else score_prefix_items
+    ablation = parse_ablation(args.ablate) if args.ablate else None
+    if ablation is not None:  # checked against the model now, not after the first scoring
+        from lstmkit.intervene import bind
+
+        bind(ablation, model.rnn.spec, 1, 1)
+    report = score(model, vocab, items, bos=bos)
     print(format_report(report, f"{checkpoint} on {args.data} ({args.format})"))
+    out = {**report.to_dict(), "items": report.results}
+    if ablation is not None:
+        ablated = score(model, vocab, items, bos=bos, intervention=ablation)
+        print(format_comparison(report, ablated, "ablated: " + ", ".join(args.ablate)))
+        out["ablated"] = {**ablated.to_dict(), "ablate": args.ablate, "items": ablated.results}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(
-            json.dumps({**report.to_dict(), "items": report.results}, indent=1)
-        )
+        Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
     return 0
 

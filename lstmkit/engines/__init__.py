@@ -58,11 +58,17 @@ def check_engine_name(name: str) -> None:
         raise ValueError(f"unknown engine {name!r}; expected 'auto' or one of {sorted(ENGINES)}")
 
 
+def _unsupported(engine: Engine, call: RecurrentCall) -> str | None:
+    if call.intervention is not None and not engine.supports_interventions:
+        return "interventions (ablation / patching) are not in its kernels"
+    return engine.unsupported(call)
+
+
 def select(name: str, call: RecurrentCall) -> tuple[Engine, str]:
     """The engine to run `call` and a sentence saying why."""
     if name != "auto":
         engine = ENGINES[name]
-        reason = engine.unsupported(call)
+        reason = _unsupported(engine, call)
         if reason is not None:
             raise ValueError(
                 f"engine={name!r} cannot run this configuration: {reason}. "
@@ -72,7 +78,7 @@ def select(name: str, call: RecurrentCall) -> tuple[Engine, str]:
     skipped = []
     compiling = torch.compiler.is_compiling()  # torch.compile or torch.export tracing
     for engine in sorted(ENGINES.values(), key=lambda e: -e.priority):
-        reason = engine.unsupported(call)
+        reason = _unsupported(engine, call)
         if reason is None and compiling and not engine.traceable:
             reason = (
                 "under torch.compile its kernels run outside the graph (a graph break), and "

@@ -75,6 +75,8 @@ class RecurrentCall:
     training: bool = False
     masks: list[StepMasks] | None = None
     return_trace: bool = False
+    # lstmkit.intervene.bind(...): {layer * D + direction: edits}, or None (no intervention)
+    intervention: dict | None = None
 
     def __getattr__(self, name: str):
         if name == "spec":  # not set yet (copy / unpickle): no recursion
@@ -132,6 +134,9 @@ class Engine(ABC):
     priority: int  # "auto" tries engines from the highest priority down
     # torch.compile can trace run() into one graph (False: "auto" passes over it while compiling)
     traceable: bool = True
+    # applies call.intervention (ablation / patching, lstmkit.intervene); an engine that does not
+    # is never given one: select() refuses it for them, so none can silently ignore an edit
+    supports_interventions: bool = False
 
     @abstractmethod
     def unsupported(self, call: RecurrentCall) -> str | None:

@@ -17,6 +17,7 @@ from torch import Tensor
 from lstmkit.cells.base import input_projection, recurrent_projection
 from lstmkit.cells.regularizers import zoneout
 from lstmkit.engines.base import DirectionCall, DirectionResult, Engine, RecurrentCall
+from lstmkit.intervene import apply as apply_edits
 
 
 def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
@@ -29,6 +30,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     rates = call.eval_zoneout  # (hidden, cell), as the states are ordered
     outputs: list[Tensor | None] = [None] * T
     record: dict[str, list[Tensor | None]] = {}
+    edits = (call.intervention or {}).get(d.layer * call.num_directions + int(d.reverse))
     for t in range(T - 1, -1, -1) if d.reverse else range(T):
         h_in = state[0] if masks.recurrent is None else state[0] * masks.recurrent
         hp = recurrent_projection(h_in, p)  # (B, G*H)
@@ -39,6 +41,8 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         )
         if valid is not None:  # hold the state past each sequence's end
             new = tuple(torch.where(valid[t], upd, old) for upd, old in zip(new, state))
+        if edits:  # ablation / patching: what every later reader of the state sees
+            new = apply_edits(edits, t, new, None if valid is None else valid[t])
         state = new
         outputs[t] = state[0] if valid is None else torch.where(valid[t], state[0], 0.0)
         if call.return_trace:
@@ -60,6 +64,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
 class ReferenceEngine(Engine):
     name = "reference"
     priority = 0
+    supports_interventions = True
 
     def unsupported(self, call: RecurrentCall) -> str | None:
         return None

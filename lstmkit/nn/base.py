@@ -16,6 +16,7 @@ from lstmkit import engines
 from lstmkit.cells.base import Cell, CellOptions
 from lstmkit.cells.regularizers import StepMasks, bernoulli_mask, drop_weight, dropout_mask
 from lstmkit.engines.base import RecurrentCall, RecurrentSpec
+from lstmkit.intervene import bind
 from lstmkit.nn import checks, inputs
 from lstmkit.nn.params import ParamSpec, gather, init_params, register_params
 
@@ -229,9 +230,10 @@ class RecurrentBase(nn.Module):
                 p.w_hh = drop_weight(p.w_hh, self.weight_drop)
         return params
 
-    def forward(self, input, hx=None, lengths=None, return_trace: bool = False):
+    def forward(self, input, hx=None, lengths=None, return_trace: bool = False, intervention=None):
         """Run the stack. See the class docstring for shapes; returns like torch.nn, plus a
-        Trace as a third element when return_trace=True."""
+        Trace as a third element when return_trace=True. `intervention` (lstmkit.Intervention)
+        ablates or patches states during the run (lstmkit.intervene)."""
         prep = inputs.prepare(self, input, hx, lengths)
         x = prep.x
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
@@ -244,6 +246,7 @@ class RecurrentBase(nn.Module):
             training=self.training,
             masks=self._sample_masks(T, B, x),
             return_trace=return_trace,
+            intervention=None if intervention is None else bind(intervention, self.spec, T, B),
         )
         engine, why = engines.select(self.engine, call)
         self.last_engine, self.last_engine_reason = engine.name, why

@@ -148,8 +148,9 @@ class LanguageModel(nn.Module):
         h = w.new_zeros(shape)
         return (h, w.new_zeros(shape)) if self.is_lstm else h
 
-    def forward(self, tokens: Tensor, hidden=None, return_trace: bool = False):
-        """tokens (T, B) int64 -> logits (T, B, V), hidden [, lstmkit.Trace]."""
+    def forward(self, tokens: Tensor, hidden=None, return_trace: bool = False, intervention=None):
+        """tokens (T, B) int64 -> logits (T, B, V), hidden [, lstmkit.Trace]. `intervention`
+        (lstmkit.Intervention) ablates or patches recurrent states (see lstmkit.intervene)."""
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ValueError(
                 f"tokens must be a (T, B) int64 tensor (time-major), got "
@@ -163,7 +164,7 @@ class LanguageModel(nn.Module):
             weight = weight * keep / (1 - c.embed_dropout)
         x = F.embedding(tokens, weight)  # (T, B, E)
         x = _dropout(x, c.dropout, self.training, c.variational)
-        result = self.rnn(x, hidden, return_trace=return_trace)
+        result = self.rnn(x, hidden, return_trace=return_trace, intervention=intervention)
         out, hidden = result[0], result[1]  # out (T, B, H)
         out = _dropout(out, c.dropout, self.training, c.variational)
         logits = self.decoder(out)  # (T, B, V)

@@ -1,0 +1,176 @@
+"""Causal interventions on a recurrent stack: ablate units, or patch in states from another run.
+
+    out, h = lstm(x, intervention=Intervention.ablate(layer=1, units=[12, 45], state="c"))
+    _, _, trace_a = lstm(x_a, return_trace=True)
+    out_b, _ = lstm(x_b, intervention=Intervention.patch(trace_a, layer=0, steps=[3]))
+
+Looking at a cell shows what it correlates with; changing it shows what depends on it (Lakretz et
+al. 2019 ablate two LSTM units and long-distance agreement falls to chance). An Edit replaces
+some units of one state ("h", or "c" for an LSTM) of one layer and direction, at some steps, by a
+value: zero, any constant, or values recorded from another input (activation patching).
+
+When an edit happens: right after step t has computed its new states, before anything reads
+them. So the edited state is what the rest of the network sees from step t on: the layer's output
+at t (for "h"), the next layer's input, step t + 1's recurrence and the final states. An edit of
+"c" changes what the cell carries forward; h_t, already computed from the unedited c_t, stays.
+Steps are input positions (direction 1 included), time-major; steps past a sequence's length
+(lengths= / PackedSequence) are never edited. Gradients flow as through any tensor op: an
+ablated unit passes none back, a patched value receives its own.
+
+Engines that cannot apply interventions say so (`unsupported`), and `auto` picks one that can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lstmkit.trace import Trace
+
+Index = Sequence[int] | slice | None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `units` of state `state` of (`layer`, `direction`) at `steps` by `value`.
+
+    units, steps: int sequences or slices; None = all. value: a number, a tensor broadcastable to
+    (B, U) (the same at every edited step), or a (T, B, U) tensor read at each edited step t (U =
+    the number of edited units): what Intervention.patch builds from a Trace."""
+
+    layer: int
+    state: str = "h"
+    units: Index = None
+    steps: Index = None
+    value: float | Tensor = 0.0
+    direction: int = 0
+
+
+@dataclass(frozen=True)
+class Intervention:
+    edits: tuple[Edit, ...]
+
+    @classmethod
+    def ablate(
+        cls,
+        layer: int,
+        units: Index = None,
+        state: str = "h",
+        steps: Index = None,
+        value: float = 0.0,
+        direction: int = 0,
+    ) -> Intervention:
+        """Fix `units` of one state to `value` (0: the classic ablation) at `steps` (all)."""
+        return cls((Edit(layer, state, units, steps, value, direction),))
+
+    @classmethod
+    def patch(
+        cls,
+        source: Trace,
+        layer: int,
+        units: Index = None,
+        states: Sequence[str] = ("h", "c"),
+        steps: Index = None,
+        direction: int = 0,
+    ) -> Intervention:
+        """Put the states that `source` (a Trace of another input, same batch size) recorded
+        into this run, at `steps` (all): the run then continues from the patched state."""
+        edits = []
+        for state in states:
+            if state == "c" and source.cell is None:
+                continue  # GRU / RNN: h is the whole state
+            recorded = source.states(layer, direction)[state]  # (T, B, H) or (B, T, H), (T, H)
+            if source.batch_first and source.batched:
+                recorded = recorded.transpose(0, 1)
+            if not source.batched:
+                recorded = recorded.unsqueeze(1)
+            cols = recorded[..., _positions(units, recorded.shape[-1], "unit")]
+            edits.append(Edit(layer, state, units, steps, cols, direction))
+        return cls(tuple(edits))
+
+    def __add__(self, other: Intervention) -> Intervention:
+        return Intervention(self.edits + other.edits)
+
+
+@dataclass
+class BoundEdit:
+    """An edit checked against one call: the state's index, unit and step positions."""
+
+    state_index: int
+    units: Tensor  # (U,) int64
+    steps: set[int]
+    value: float | Tensor  # number, (B, U)-broadcastable, or (T, B, U)
+    per_step: bool
+
+
+def _positions(index: Index, size: int, what: str) -> list[int]:
+    if index is None:
+        return list(range(size))
+    if isinstance(index, slice):
+        return list(range(size))[index]
+    out = []
+    for i in index:
+        if isinstance(i, bool) or not isinstance(i, int) or not -size <= i < size:
+            raise ValueError(
+                f"{what} {i!r} is out of range: there are {size} {what}s (0..{size - 1})"
+            )
+        out.append(i % size)
+    return out
+
+
+def bind(intervention: Intervention, spec, T: int, B: int) -> dict[int, list[BoundEdit]]:
+    """Check every edit against the stack and the input; {layer * D + direction: edits}."""
+    if not isinstance(intervention, Intervention):
+        raise TypeError(
+            f"intervention must be an lstmkit.Intervention (e.g. Intervention.ablate(layer=0, "
+            f"units=[3])), got {type(intervention).__name__}"
+        )
+    L, D, names = spec.num_layers, spec.num_directions, spec.cell.state_names
+    sizes = {"h": spec.proj_size or spec.hidden_size, "c": spec.hidden_size}
+    bound: dict[int, list[BoundEdit]] = {}
+    for e in intervention.edits:
+        if not -L <= e.layer < L or not 0 <= e.direction < D:
+            raise ValueError(
+                f"edit of layer {e.layer}, direction {e.direction}: this stack has {L} layers "
+                f"and {D} direction(s)"
+            )
+        if e.state not in names:
+            raise ValueError(f"edit of state {e.state!r}: the {spec.cell.name} cell has {names}")
+        units = _positions(e.units, sizes[e.state], "unit")
+        steps = set(_positions(e.steps, T, "step"))
+        value, per_step = e.value, False
+        if isinstance(value, Tensor):
+            per_step = value.dim() == 3
+            want = (T, B, len(units)) if per_step else None
+            if per_step and tuple(value.shape) != want:
+                raise ValueError(
+                    f"edit of {e.state} units {units[:8]}: recorded values must be (T, B, U) = "
+                    f"{want}, got {tuple(value.shape)} (patch from a run of the same length "
+                    f"and batch)"
+                )
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"edit value must be a number or a tensor, got {value!r}")
+        k = (e.layer % L) * D + e.direction
+        index = torch.tensor(units, dtype=torch.long)
+        bound.setdefault(k, []).append(
+            BoundEdit(names.index(e.state), index, steps, value, per_step)
+        )
+    return bound
+
+
+def apply(edits: list[BoundEdit], t: int, state: tuple[Tensor, ...], valid: Tensor | None):
+    """The states after step t with the edits due at t; valid (B, 1) bool or None."""
+    out = list(state)
+    for e in edits:
+        if t not in e.steps:
+            continue
+        s = out[e.state_index]  # (B, H)
+        v = e.value[t] if e.per_step else e.value
+        v = torch.as_tensor(v, dtype=s.dtype, device=s.device).expand(s.shape[0], len(e.units))
+        edited = s.clone()
+        edited[:, e.units.to(s.device)] = v  # a clone: autograd sees an ordinary index_put
+        out[e.state_index] = edited if valid is None else torch.where(valid, edited, s)
+    return tuple(out)

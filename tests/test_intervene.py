@@ -1,0 +1,217 @@
+"""Causal interventions (lstmkit.intervene): ablation and activation patching, checked against
+hand-written loops over torch.nn cells in float64, with gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit import Intervention
+from lstmkit.intervene import Edit
+
+F64 = torch.float64
+TOL = 1e-10
+
+
+def lstm_and_cells(num_layers=2, hidden=5, inp=3):
+    """An lstmkit.LSTM and torch.nn.LSTMCell twins holding its weights, float64."""
+    layer = lstmkit.LSTM(inp, hidden, num_layers, engine="reference").to(F64)
+    cells = []
+    for k in range(num_layers):
+        cell = torch.nn.LSTMCell(inp if k == 0 else hidden, hidden).to(F64)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(layer, f"{name}_l{k}"))
+        cells.append(cell)
+    return layer, cells
+
+
+def hand_loop(cells, x, edit=None):
+    """torch.nn.LSTMCell step by step; edit(layer, t, h, c) -> (h, c) after each step."""
+    T, B, _ = x.shape
+    states = [(x.new_zeros(B, c.hidden_size), x.new_zeros(B, c.hidden_size)) for c in cells]
+    outs = []
+    for t in range(T):
+        inp = x[t]
+        for k, cell in enumerate(cells):
+            h, c = cell(inp, states[k])
+            if edit is not None:
+                h, c = edit(k, t, h, c)
+            states[k] = (h, c)
+            inp = h
+        outs.append(inp)
+    return torch.stack(outs), states
+
+
+def test_zero_ablation_of_every_unit_equals_zeroing_by_hand():
+    layer, cells = lstm_and_cells()
+    x = torch.randn(6, 4, 3, dtype=F64)
+    ablate = Intervention.ablate(layer=0, state="h") + Intervention.ablate(layer=0, state="c")
+    ablate = ablate + Intervention.ablate(layer=1, state="c")
+    out, (h, c) = layer(x, intervention=ablate)
+
+    def zero(k, t, h, c):
+        return (torch.zeros_like(h) if k == 0 else h), torch.zeros_like(c)
+
+    want, states = hand_loop(cells, x, zero)
+    assert (out - want).abs().max() < TOL
+    assert (h[1] - states[1][0]).abs().max() < TOL and c.abs().max() == 0
+
+
+def test_ablating_some_units_at_some_steps_to_a_value():
+    layer, cells = lstm_and_cells()
+    x = torch.randn(7, 2, 3, dtype=F64)
+    units, steps = [1, 3], [2, 5]
+    edit = Intervention.ablate(layer=1, units=units, state="c", steps=steps, value=0.7)
+    out, _ = layer(x, intervention=edit)
+
+    def fix(k, t, h, c):
+        if k == 1 and t in steps:
+            c = c.clone()
+            c[:, units] = 0.7
+        return h, c
+
+    want, _ = hand_loop(cells, x, fix)
+    assert (out - want).abs().max() < TOL
+    assert (out - layer(x)[0]).abs()[:2].max() == 0  # nothing changes before the first edit
+    assert (out - layer(x)[0]).abs()[3:].max() > 1e-3  # and the edit does change later steps
+
+
+def test_patching_a_state_from_input_a_equals_running_b_from_as_state():
+    """Patch every state of input A at step t into input B: B's outputs after t are those of a
+    run of B[t+1:] started from A's states at t."""
+    layer, _ = lstm_and_cells()
+    xa, xb = torch.randn(8, 3, 3, dtype=F64), torch.randn(8, 3, 3, dtype=F64)
+    t = 4
+    _, _, trace_a = layer(xa, return_trace=True)
+    patch = Intervention.patch(trace_a, layer=0, steps=[t]) + Intervention.patch(
+        trace_a, layer=1, steps=[t]
+    )
+    out, (h, c) = layer(xb, intervention=patch)
+    h0 = trace_a.hidden[:, 0, t]  # (L, B, H)
+    c0 = trace_a.cell[:, 0, t]
+    rest, (h_rest, c_rest) = layer(xb[t + 1 :], (h0, c0))
+    assert (out[t + 1 :] - rest).abs().max() < TOL
+    assert (h - h_rest).abs().max() < TOL and (c - c_rest).abs().max() < TOL
+    assert (out[t] - trace_a.hidden[1, 0, t]).abs().max() < TOL  # step t itself shows A's h
+
+
+def test_gradients_through_an_ablation_and_into_a_patch():
+    layer, cells = lstm_and_cells(num_layers=1)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    value = torch.randn(5, 2, 2, dtype=F64, requires_grad=True)  # (T, B, U) patched values
+    edit = Intervention((Edit(layer=0, state="h", units=[0, 4], steps=[1, 2], value=value),))
+    out, _ = layer(x, intervention=edit)
+    out.square().sum().backward()
+
+    x2 = x.detach().clone().requires_grad_(True)
+    v2 = value.detach().clone().requires_grad_(True)
+
+    def put(k, t, h, c):
+        if t in (1, 2):
+            h = h.clone()
+            h[:, [0, 4]] = v2[t]
+        return h, c
+
+    want, _ = hand_loop(cells, x2, put)
+    want.square().sum().backward()
+    assert (x.grad - x2.grad).abs().max() < TOL
+    assert (value.grad - v2.grad).abs().max() < TOL
+    assert value.grad[[0, 3, 4]].abs().max() == 0  # steps that were not edited get no gradient
+    assert value.grad[1:3].abs().min() > 0
+
+
+def test_edits_skip_steps_past_a_sequences_length():
+    layer, _ = lstm_and_cells(num_layers=1)
+    x = torch.randn(6, 2, 3, dtype=F64)
+    lengths = torch.tensor([6, 3])
+    edit = Intervention.ablate(layer=0, state="h", steps=[4], value=5.0)
+    out, (h, _) = layer(x, lengths=lengths, intervention=edit)
+    plain, (h_plain, _) = layer(x, lengths=lengths)
+    assert (out[:, 1] - plain[:, 1]).abs().max() == 0  # sequence 1 ended at step 3
+    assert (h[0, 1] - h_plain[0, 1]).abs().max() == 0
+    assert (out[4, 0] - 5.0).abs().max() == 0
+
+
+@pytest.mark.parametrize("engine", ["native", "fused"])
+def test_engines_without_interventions_refuse_and_auto_falls_back(engine):
+    layer = lstmkit.LSTM(3, 4, engine=engine)
+    x = torch.randn(5, 2, 3)
+    edit = Intervention.ablate(layer=0, units=[1])
+    with pytest.raises(ValueError, match="interventions"):
+        layer(x, intervention=edit)
+    layer.engine = "auto"
+    layer(x, intervention=edit)
+    assert layer.last_engine == "reference" and "interventions" in layer.last_engine_reason
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (Intervention.ablate(layer=2), "this stack has 2 layers"),
+        (Intervention.ablate(layer=0, state="z"), "has \\('h', 'c'\\)"),
+        (Intervention.ablate(layer=0, units=[9]), "unit 9 is out of range"),
+        (Intervention.ablate(layer=0, steps=[7]), "step 7 is out of range"),
+        (Intervention.ablate(layer=0, direction=1), "direction"),
+        (Intervention((Edit(0, value=torch.zeros(3, 2, 5)),)), "must be \\(T, B, U\\)"),
+    ],
+)
+def test_bad_edits_say_what_is_wrong(edit, match):
+    layer, _ = lstm_and_cells()
+    with pytest.raises(ValueError, match=match):
+        layer(torch.randn(5, 2, 3, dtype=F64), intervention=edit)
+
+
+def test_gru_and_a_language_model_take_interventions():
+    gru = lstmkit.GRU(3, 4, engine="reference").to(F64)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    out, _ = gru(x, intervention=Intervention.ablate(layer=0, units=[2]))
+    assert out[:, :, 2].abs().max() == 0
+    with pytest.raises(ValueError, match="has \\('h',\\)"):
+        gru(x, intervention=Intervention.ablate(layer=0, state="c"))
+    from lstmkit.training.model import LanguageModel, ModelConfig
+
+    lm = LanguageModel(ModelConfig(vocab_size=7, emb_size=4, hidden_size=4, num_layers=1))
+    tokens = torch.randint(0, 7, (5, 2))
+    edited, _ = lm(tokens, intervention=Intervention.ablate(layer=0, state="c"))
+    assert not torch.equal(edited, lm(tokens)[0])
+
+
+def test_the_agreement_scorer_and_cli_take_an_ablation(tmp_path, capsys):
+    """Ablating every unit of the LM's only layer leaves the decoder's bias alone: every item
+    then gets the same margin, whatever its prefix; the CLI prints both accuracies."""
+    import json
+
+    from lstmkit.agreement import PrefixItem, score_prefix_items
+    from lstmkit.cli.main import main
+    from lstmkit.data.vocab import Vocab
+    from lstmkit.training.checkpoint import save_checkpoint
+    from lstmkit.training.model import LanguageModel, ModelConfig
+
+    vocab = Vocab(["<unk>", "<eos>", "the", "cat", "cats", "is", "are"])
+    cfg = ModelConfig(vocab_size=len(vocab), emb_size=4, hidden_size=4, num_layers=1)
+    lm = LanguageModel(cfg)
+    items = [
+        PrefixItem(["the", "cat"], ["is"], ["are"], distance=0),
+        PrefixItem(["the", "cats", "the"], ["are"], ["is"], distance=1),
+    ]
+    everything = Intervention.ablate(layer=0, state="h") + Intervention.ablate(layer=0, state="c")
+    ablated = score_prefix_items(lm, vocab, items, intervention=everything)
+    bias = torch.log_softmax(lm.decoder.bias.detach(), 0)
+    s = vocab.stoi
+    want = [float(bias[s["is"]] - bias[s["are"]]), float(bias[s["are"]] - bias[s["is"]])]
+    assert [r["margin"] for r in ablated.results] == pytest.approx(want, abs=1e-6)
+    plain = score_prefix_items(lm, vocab, items)
+    assert [r["margin"] for r in plain.results] != pytest.approx(want, abs=1e-6)
+
+    save_checkpoint(tmp_path / "ck", lm, cfg, vocab, data={"level": "word"})
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps({"simple": [["the cat is", "the cat are"]]}))
+    argv = ["agreement", "eval", str(tmp_path / "ck"), "--format", "marvin", "--data", str(data)]
+    assert main([*argv, "--ablate", "0:h:all", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "without" in out and "ablated: 0:h:all" in out
+    assert "ablated" in json.loads((tmp_path / "r.json").read_text())
+    assert main([*argv, "--ablate", "0:h:99"]) == 1
+    assert "unit 99 is out of range" in capsys.readouterr().err
