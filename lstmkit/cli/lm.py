@@ -12,8 +12,12 @@ Python code may call directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 
 from lstmkit.cli.lm_flags import TRAIN_EPILOG, add_train_flags
 from lstmkit.cli.options import HelpFormatter, reports_errors
@@ -131,7 +135,7 @@ def register(sub) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from lstmkit.training.config import merge_config, read_config_file
     from lstmkit.training.loop import NonFiniteLossError
-    from lstmkit.training.trainer import train
+    from lstmkit.training.trainer import TrainingInterrupted, train
 
     flags = {
         k: v for k, v in vars(args).items() if k not in ("config", "resume", "func", "command")
@@ -139,14 +143,41 @@ def run_train(args: argparse.Namespace) -> int:
     file_values = read_config_file(args.config) if args.config else {}
     cfg = merge_config(file_values, flags, args.config or "flags")
     try:
-        result = train(cfg, resume=args.resume)
+        with _sigterm_as_interrupt():
+            result = train(cfg, resume=args.resume)
     except NonFiniteLossError:
         return 1  # the trainer already said what happened and which checkpoint is kept
+    except TrainingInterrupted as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"interrupted: {e}", file=sys.stderr)
+        return 128 + getattr(signal, e.signal_name, signal.SIGINT)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun rank 0 alone reports
     best = f", best valid loss {result.best_valid_loss:.4f} nats" if result.best_valid_loss else ""
     print(f"done: {result.steps} steps ({result.stopped_by}){best}; checkpoints in {result.out}")
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    signal_name = "SIGTERM"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, a batch scheduler, torchrun stopping its workers) ends a run the way Ctrl-C
+    does: the save in progress is undone or finished, and the user is told where to resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @reports_errors

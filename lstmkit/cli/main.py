@@ -35,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    result = args.func(args)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 2
+        result = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a training run (which says more itself)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     return int(result or 0)
 
 

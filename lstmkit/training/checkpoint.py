@@ -27,6 +27,7 @@ recover_interrupted_saves() cleans up after a crash (kill -9) before a run goes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -158,12 +159,15 @@ def save_checkpoint(
     weights = _model_tensors(model)
     _check_saveable(path, weights, config, vocab, data)
     tmp = None
+    prefix = f".{path.name}.tmp-"
+    before: set[str] = set()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         old = old_path(path)
         if not path.exists() and old.exists():  # a previous save died between its two renames
             os.replace(old, path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        before = {p.name for p in path.parent.iterdir() if p.name.startswith(prefix)}
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
         _write_files(tmp, weights, config, vocab, data, train)
         if save_rng or optimizer is not None or state is not None or state_tensors:
             _write_state(tmp, optimizer, state, state_tensors, save_rng)
@@ -172,6 +176,10 @@ def save_checkpoint(
         finish_files(tmp)
         swap(tmp, path)
     except BaseException as e:
+        if tmp is None:  # interrupted inside mkdtemp (Ctrl-C, SIGTERM): find what it made
+            with contextlib.suppress(OSError):
+                made = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+                tmp = next((p for p in made if p.name not in before), None)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, (OSError, SafetensorError)):

@@ -78,9 +78,9 @@ def swap(tmp: Path, path: Path) -> None:
     interrupt) between the renames puts the previous one back."""
     old = old_path(path)
     try:
-        if path.exists():
-            if old.exists():
-                shutil.rmtree(old)
+        if os.path.lexists(path):
+            if os.path.lexists(old):
+                _remove(old)
             os.replace(path, old)
         os.replace(tmp, path)
     except BaseException:
@@ -90,7 +90,17 @@ def swap(tmp: Path, path: Path) -> None:
                 os.replace(old, path)
         raise
     fsync_dir(path.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        _remove(old)
+
+
+def _remove(p: Path) -> None:
+    """Remove a directory tree, or a file or link that stands where one was (e.g. a `best` that
+    a user replaced by a file): shutil.rmtree refuses those."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
 
 
 _TMP_DIR = re.compile(r"\.(?P<name>.+)\.tmp-[A-Za-z0-9_]+")

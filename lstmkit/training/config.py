@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lstmkit.data.text import LEVELS
 from lstmkit.training.model import ModelConfig
-from lstmkit.training.typed import check_types
+from lstmkit.training.typed import check_types, check_values
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -187,9 +187,18 @@ def check_device_name(name: str) -> None:
 def read_config_file(path: str) -> dict:
     """A TOML (.toml) or JSON (.json) config file as a dict."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"config file {path!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    if not p.is_file():
+        kind = "a directory" if p.is_dir() else "not a regular file"
+        raise ValueError(f"config file {path!r} is {kind}; give a .toml or .json file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"config file {path!r} is not UTF-8 text (byte {e.start}); TOML and JSON files are "
+            f"UTF-8: save it as UTF-8"
+        ) from None
     try:
         if p.suffix == ".json":
             data = json.loads(text)
@@ -214,6 +223,11 @@ def merge_config(file_values: dict, flag_values: dict, source: str = "config") -
             f"JSON), got {model!r}"
         )
     model = dict(model)
+    try:  # the file's own values, before flags hide a mistake in it
+        check_values(TrainConfig, {k: v for k, v in merged.items() if k != "model"})
+        check_values(ModelConfig, model)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     for k, v in flag_values.items():
         if k in MODEL_KEYS:
             model[k] = v

@@ -15,6 +15,7 @@ update, leaving the last good checkpoints untouched.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lstmkit.data.batching import as_tensor, batchify, num_windows, windows
-from lstmkit.data.text import read_tokens
+from lstmkit.data.text import TextDataError, read_tokens
 from lstmkit.data.vocab import EOS, UNK, Vocab
 from lstmkit.training import distributed as dist_util
 from lstmkit.training import rundir
 from lstmkit.training.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_training_state,
     save_checkpoint,
@@ -73,9 +75,64 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a run; str() says where it can be resumed from. A
+    KeyboardInterrupt, so code that stops on Ctrl-C still does."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+
+def _resume_point(out: Path) -> str:
+    """Where an interrupted run can go on from, read from the disk (the saves that an interrupt
+    cut short have been undone by then: save_checkpoint removes its copy, swap() puts the
+    previous checkpoint back)."""
+    for name in ("last", ".last.old"):
+        f = out / name / "state.json"
+        try:
+            step = json.loads(f.read_text(encoding="utf-8"))["state"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return (
+            f"{out / 'last'} (step {step}) is intact: run the same command with --resume to "
+            f"continue from it"
+        )
+    return (
+        f"no checkpoint had been written to {out} yet, so there is nothing to resume: run the "
+        f"same command again (without --resume)"
+    )
+
+
+def _with_resume_advice(e: CheckpointError, out: Path) -> CheckpointError:
+    """A failed write (disk full, ulimit -f) says "... and run again"; once RUN/last exists a
+    plain rerun is refused as a fresh run over an old one, so say what works: --resume."""
+    text = str(e)
+    ending = " and run again"
+    if not text.endswith(ending) or not (out / "last" / "manifest.json").is_file():
+        return e
+    return CheckpointError(
+        f"{text[: -len(ending)]} and run the same command with --resume (it continues from "
+        f"{out / 'last'})"
+    )
+
+
 def build_vocab(tokens: list[str], cfg: TrainConfig) -> Vocab:
     specials = (UNK,) if cfg.level == "char" else (UNK, EOS)
-    return Vocab.build(tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, specials=specials)
+    if cfg.max_vocab is not None and cfg.max_vocab <= len(specials):
+        raise ValueError(
+            f"--max-vocab {cfg.max_vocab} leaves no room beside the special tokens "
+            f"({', '.join(specials)}) of level {cfg.level!r}: every token of the text would be "
+            f"{UNK} and there would be nothing to learn. Give --max-vocab >= {len(specials) + 1}"
+        )
+    vocab = Vocab.build(tokens, min_count=cfg.min_count, max_size=cfg.max_vocab, specials=specials)
+    if len(vocab) == len(specials):
+        raise ValueError(
+            f"no token of {cfg.train_file} occurs at least {cfg.min_count} times (--min-count): "
+            f"the vocabulary would hold only {', '.join(specials)}, every token of the text "
+            f"would be {UNK} and there would be nothing to learn. Lower --min-count"
+        )
+    return vocab
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -130,7 +187,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         device = torch.device("cuda", info.local_rank)
     try:
         return _train(cfg, resume, device, info)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into one by the CLI
+        name = getattr(e, "signal_name", "SIGINT")
+        what = "Ctrl-C (SIGINT)" if name == "SIGINT" else name
+        raise TrainingInterrupted(
+            f"training stopped by {what}; {_resume_point(Path(cfg.out))}", name
+        ) from None
     finally:
+        rundir.release_run_dir(Path(cfg.out))
         dist_util.cleanup()
 
 
@@ -156,6 +222,12 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
     valid_data = None
     if cfg.valid_file:
         valid_tokens = read_tokens(cfg.valid_file, cfg.level, cfg.encoding_errors)
+        if len(valid_tokens) < 2:  # batchify's "use a smaller --batch-size" would not help
+            raise TextDataError(
+                f"validation file {cfg.valid_file} gives {len(valid_tokens)} token at level "
+                f"{cfg.level!r}; validation needs at least 2 (one to read, one to predict). Give "
+                f"a longer --valid file"
+            )
         valid_data = batchify(
             as_tensor(vocab.encode(valid_tokens)),
             min(cfg.eval_batch_size, max(1, len(valid_tokens) // 2)),
@@ -260,19 +332,22 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
             )
         tensors = _hidden_tensors(hidden_now)
         if main:
-            save_checkpoint(
-                out / "last",
-                model,
-                model_config,
-                vocab,
-                optimizer=optimizer,
-                state=state,
-                state_tensors=tensors,
-                save_rng=True,
-                **extra,
-            )
-            if valid is not None and state["best_step"] == state["step"]:
-                save_checkpoint(out / "best", model, model_config, vocab, **extra)
+            try:
+                save_checkpoint(
+                    out / "last",
+                    model,
+                    model_config,
+                    vocab,
+                    optimizer=optimizer,
+                    state=state,
+                    state_tensors=tensors,
+                    save_rng=True,
+                    **extra,
+                )
+                if valid is not None and state["best_step"] == state["step"]:
+                    save_checkpoint(out / "best", model, model_config, vocab, **extra)
+            except CheckpointError as e:
+                raise _with_resume_advice(e, out) from e.__cause__
             rundir.append_log(out / rundir.LOG, state["history"][-1])
         dist_util.barrier()
 
@@ -378,6 +453,9 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
             checkpoint(valid, None)
             if stopped_by != "finished":
                 break
+    except KeyboardInterrupt:
+        bar.close()
+        raise
     except NonFiniteLossError as e:
         bar.close()
         if main:

@@ -42,10 +42,18 @@ def _kinds(annotation: object) -> tuple[tuple[type, ...], bool]:
 def check_types(obj: object) -> None:
     """Raise ValueError when a field of dataclass `obj` holds a value its annotation excludes.
     (Callers that know where the values came from prefix the file or "flags" to the message.)"""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        allowed, optional = _kinds(hints[f.name])
+    check_values(type(obj), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+
+
+def check_values(cls: type, values: dict) -> None:
+    """check_types for a mapping of some of dataclass `cls`'s fields (unknown keys are left to
+    the caller): e.g. a config file's values before command-line flags replace some of them, so
+    a wrong `bptt = "10"` in the file is reported even when --bptt is given too."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if name not in hints:
+            continue
+        allowed, optional = _kinds(hints[name])
         if value is None and optional:
             continue
         if any(_accepts(kind, value) for kind in allowed):
@@ -55,9 +63,9 @@ def check_types(obj: object) -> None:
             expected += " (or left out)"
         shown = "null" if value is None else repr(value)
         if isinstance(value, float) and float in allowed:  # the right kind, but nan or inf
-            raise ValueError(f"{f.name} must be a finite number, got {shown}")
+            raise ValueError(f"{name} must be a finite number, got {shown}")
         raise ValueError(
-            f"{f.name} must be {expected}, got {shown} ({type(value).__name__}); "
+            f"{name} must be {expected}, got {shown} ({type(value).__name__}); "
             f"write it as {_example(allowed[0])}"
         )
 

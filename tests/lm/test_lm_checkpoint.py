@@ -286,8 +286,8 @@ def _replace_fails_at(n):
         ("save_file", _rust_enospc),
         ("_write_json", _enospc),
         ("finish_files", _enospc),
-        ("os.replace", _replace_fails_at(1)),
-        ("os.replace", _replace_fails_at(2)),  # old moved aside, new not in place: put back
+        ("os.replace", 1),
+        ("os.replace", 2),  # old moved aside, new not in place: put back
     ],
     ids=["weights", "weights-rust", "json", "fsync", "rename-1", "rename-2"],
 )
@@ -295,8 +295,8 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch, target, 
     _saved(tmp_path / "last")
     before = _snapshot(tmp_path / "last")
     m, cfg = _model(seed=5)
-    if target == "os.replace":
-        monkeypatch.setattr(ck.os, "replace", fake)
+    if target == "os.replace":  # a fresh counter per run (the test may run twice in a process)
+        monkeypatch.setattr(ck.os, "replace", _replace_fails_at(fake))
     else:
         monkeypatch.setattr(ck, target, fake)
     with pytest.raises(CheckpointError) as info:

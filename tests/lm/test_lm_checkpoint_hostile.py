@@ -455,3 +455,22 @@ def _get(obj, path):
     for k in path:
         obj = obj[k]
     return obj
+
+
+def test_an_interrupt_inside_mkdtemp_leaves_no_copy_behind(tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM that lands after mkdtemp made the copy but before save_checkpoint knew
+    its name left `.ck.tmp-*` for good (a real SIGTERM at the first sight of the copy hit it)."""
+    _save(tmp_path / "ck")
+    before = _snapshot(tmp_path / "ck")
+    real = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # as a signal handler would, on mkdtemp's way back
+
+    with monkeypatch.context() as m:
+        m.setattr(ck.tempfile, "mkdtemp", mkdtemp)
+        with pytest.raises(KeyboardInterrupt):
+            _save(tmp_path / "ck", seed=1)
+    assert sorted(os.listdir(tmp_path)) == ["ck"]
+    assert _snapshot(tmp_path / "ck") == before

@@ -71,8 +71,12 @@ class Injector:
         def writing(file, mode="r", *a, **k):
             return any(c in mode for c in "wax+")
 
-        for name in ("replace", "rename", "fsync"):
+        def opening(path, flags, *a, **k):
+            return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+
+        for name in ("replace", "rename", "fsync", "write", "ftruncate"):
             wrap(os, name)
+        wrap(os, "open", opening)  # the log is appended with os.open / os.write
         wrap(shutil, "rmtree")
         wrap(tempfile, "mkdtemp")
         wrap(builtins, "open", writing)
@@ -148,7 +152,7 @@ def _recover(cfg: TrainConfig) -> None:
 def test_the_runs_saves_have_every_kind_of_point(reference):
     _, where = reference
     kinds = {w.split()[0] for w in where}
-    assert kinds >= {"mkdtemp", "open", "save_file", "fsync", "replace", "rmtree"}, kinds
+    assert kinds >= {"mkdtemp", "open", "write", "save_file", "fsync", "replace", "rmtree"}, kinds
     assert len(where) > 60  # three saves of last, best (each improving step) and the log
 
 

@@ -275,3 +275,332 @@ def test_resume_continues_after_a_clean_stop(capsys, files, run10):
     state, _ = load_training_state(run10 / "last")
     assert state["step"] == 20
     assert [e["step"] for e in log_entries(run10)] == [5, 10, 15, 20]
+
+
+def _reseal(last: Path) -> None:
+    """A manifest that fits every file of `last` again, as a forger (or a repair tool) makes."""
+    manifest = json.loads((last / "manifest.json").read_text())
+    for name in manifest["files"]:
+        data = (last / name).read_bytes()
+        manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (last / "manifest.json").write_text(json.dumps(manifest))
+
+
+# ---- hostile test of the fixes (second round) -------------------------------------------------
+def test_resume_from_counters_that_disagree_is_refused(capsys, files, run10):
+    """epoch 999 at step 10 (manifest recomputed) passed every range check and resumed as a
+    finished run: step, epoch and window must agree (step = (epoch - 1) * windows + window)."""
+    last = run10 / "last"
+    meta = json.loads((last / "state.json").read_text())
+    meta["state"]["epoch"] = 999
+    (last / "state.json").write_text(json.dumps(meta))
+    _reseal(last)
+    refused(
+        train(capsys, files, run10, "--optimizer", "adam", "--eval-every", 5, "--resume"),
+        "epoch 999",
+        "does not fit this training data",
+    )
+
+
+def test_resume_without_the_saved_training_settings_is_refused(capsys, files, run10):
+    """config.json's `train` emptied (manifest recomputed): every setting check of --resume was
+    skipped ("k in train"), so any --lr or --bptt resumed silently."""
+    last = run10 / "last"
+    cfg = json.loads((last / "config.json").read_text())
+    cfg["train"] = {}
+    (last / "config.json").write_text(json.dumps(cfg))
+    _reseal(last)
+    flags = ("--optimizer", "adam", "--eval-every", 5, "--bptt", 9, "--resume")
+    refused(train(capsys, files, run10, *flags), "cannot resume", "lacks the training settings")
+
+
+@pytest.mark.parametrize("parent", ["file", "proc"])
+def test_out_that_cannot_be_written_is_refused_before_training(tmp_path, capsys, files, parent):
+    """--out under a file (or under /proc) trained the whole run, then failed at the first save."""
+    if parent == "proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    base = tmp_path / "f.txt" if parent == "file" else Path("/proc/self")
+    if parent == "file":
+        base.write_text("x")
+    code, out, err = train(capsys, files, base / "R", "--max-steps", 3)
+    refused((code, out, err), "cannot write the run directory", "nothing was trained")
+    assert "training tokens" not in out  # stopped before the data was read
+
+
+@pytest.mark.parametrize("kind", ["directory", "device", "latin-1"])
+def test_a_config_file_that_is_not_a_text_file_is_named(tmp_path, capsys, files, kind):
+    """A directory or /dev/null was "config file ... does not exist"; a non-UTF-8 file gave
+    Python's codec message without the file's name."""
+    config = tmp_path / "run.toml"
+    if kind == "directory":
+        config.mkdir()
+    elif kind == "device":
+        config = Path("/dev/null")
+    else:
+        config.write_bytes("lr = 1.0 # d\xe9j\xe0\n".encode("latin-1"))
+    phrase = {"directory": "is a directory", "device": "not a regular file"}.get(kind, "UTF-8")
+    line = refused(train(capsys, files, tmp_path / "R", "--config", config), phrase)
+    assert str(config) in line
+
+
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--level", "char", "--max-vocab", "1"], "--max-vocab 1 leaves no room"),
+        (["--max-vocab", "2"], "--max-vocab 2 leaves no room"),
+        (["--min-count", "100000"], "--min-count"),
+    ],
+)
+def test_a_vocabulary_of_special_tokens_only_is_refused(tmp_path, capsys, files, flags, phrase):
+    """Every token <unk>: the run "learnt" a loss near 0 and said done, silently useless."""
+    refused(train(capsys, files, tmp_path / "R", *flags, "--max-steps", 2), phrase, "<unk>")
+
+
+def test_a_validation_file_of_one_token_names_the_file(tmp_path, capsys, files):
+    """It said "1 tokens are too few for batch size 1 ... use a smaller --batch-size"."""
+    one = tmp_path / "one.txt"
+    one.write_text("a")
+    argv = ["train", "--train", files[0], "--valid", one, "--out", tmp_path / "R", *TINY]
+    line = refused(cli(capsys, *argv, "--level", "char"), "validation file", "at least 2")
+    assert "--batch-size" not in line
+
+
+def _log_records(run: Path) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "time"} for e in log_entries(run)]
+
+
+def test_a_full_disk_while_appending_to_the_log(tmp_path, capsys, files, monkeypatch):
+    """ENOSPC in the log's fsync was a bare "[Errno 28] No space left on device". Now one
+    sentence, the log keeps whole lines only, and --resume brings it back in full."""
+    import errno
+    import os
+
+    ref = tmp_path / "ref"
+    flags = ("--max-steps", 12, "--eval-every", 4)
+    assert train(capsys, files, ref, *flags)[0] == 0
+    run = tmp_path / "R"
+    real_fsync, flushed = os.fsync, []
+
+    def fsync(fd):
+        log = run / "log.jsonl"
+        if log.exists() and os.fstat(fd).st_ino == log.stat().st_ino:
+            flushed.append(fd)
+            if len(flushed) == 2:  # the second line's flush
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    refused(
+        train(capsys, files, run, *flags),
+        f"disk full while appending to {run / 'log.jsonl'}",
+        "intact",
+        "--resume",
+    )
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert [e["step"] for e in log_entries(run)] == [4]  # whole lines only, no half line
+    assert step_of(run / "last") == 8
+    assert train(capsys, files, run, *flags, "--resume")[0] == 0
+    assert _log_records(run) == _log_records(ref)
+
+
+def test_a_full_disk_after_the_first_save_says_resume(tmp_path, capsys, files, monkeypatch):
+    """It said "... the previous checkpoint is intact. Free some space and run again", but a
+    rerun without --resume is refused (the directory holds a run): the sentence says --resume."""
+    import errno
+
+    from lstmkit.training import checkpoint as ck
+
+    real, calls = ck.save_file, []
+
+    def save_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:  # the first `last` (2 files) and `best` (1) are written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ck, "save_file", save_file)
+    run = tmp_path / "R"
+    line = refused(train(capsys, files, run, "--max-steps", 12, "--eval-every", 4), "disk full")
+    assert "the previous checkpoint is intact" in line and "with --resume" in line
+    assert step_of(run / "last") == 4
+
+
+def test_a_leftover_log_rewrite_copy_is_removed(tmp_path, capsys, files):
+    """write_log's `.log.jsonl.tmp` (a kill between its write and its rename) stayed for good."""
+    run = tmp_path / "R"
+    flags = ("--max-steps", 4, "--eval-every", 4)
+    assert train(capsys, files, run, *flags)[0] == 0
+    (run / ".log.jsonl.tmp").write_text('{"step": 4')
+    code, out, _ = train(capsys, files, run, "--max-steps", 8, "--eval-every", 4, "--resume")
+    assert code == 0
+    assert "removed" in out and ".log.jsonl.tmp" in out
+    assert not (run / ".log.jsonl.tmp").exists()
+
+
+def test_ctrl_c_during_a_save_says_where_to_resume(tmp_path, capsys, files, monkeypatch):
+    """Ctrl-C in the middle of the second save was a KeyboardInterrupt traceback. Now: exit
+    status 130, one sentence naming the intact checkpoint, and --resume gives the same run as
+    one never interrupted."""
+    from lstmkit.training import checkpoint as ck
+
+    ref = tmp_path / "ref"
+    flags = ("--max-steps", 12, "--eval-every", 4)
+    assert train(capsys, files, ref, *flags)[0] == 0
+    real, calls = ck.finish_files, []
+
+    def finish_files(d):
+        calls.append(d)
+        if len(calls) == 3:  # last, best, then the second last: Ctrl-C while it is flushed
+            raise KeyboardInterrupt
+        return real(d)
+
+    monkeypatch.setattr(ck, "finish_files", finish_files)
+    run = tmp_path / "R"
+    try:
+        code, _, err = train(capsys, files, run, *flags)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped lstmkit train as a traceback")
+    monkeypatch.setattr(ck, "finish_files", real)
+    assert code == 130, err
+    assert "interrupted: training stopped by Ctrl-C" in err
+    assert f"{run / 'last'} (step 4) is intact" in err and "--resume" in err
+    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "log.jsonl"]  # no .tmp-*
+    assert train(capsys, files, run, *flags, "--resume")[0] == 0
+    assert _log_records(run) == _log_records(ref)
+    a, b = load_checkpoint(run / "last").model, load_checkpoint(ref / "last").model
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_real_signal_stops_a_run_with_a_sentence(tmp_path, files, sig, status):
+    """A real Ctrl-C / kill (SIGTERM) on a running `lstmkit train`: a traceback (SIGINT) or a
+    silent death (SIGTERM) before; now one line that says where the run can be resumed from."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "R"
+    argv = [sys.executable, "-m", "lstmkit.cli.main", "train", "--train", str(files[0])]
+    argv += ["--valid", str(files[1]), "--out", str(run), *TINY, "--eval-every", "1"]
+    argv += ["--epochs", "1000", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in p.stdout:
+            if line.startswith("step 2:"):  # step 1 saved, step 2 about to be
+                break
+        p.send_signal(getattr(signal, sig))
+        rest, _ = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == status, rest
+    assert "Traceback" not in rest, rest
+    lines = [x for x in rest.splitlines() if x.startswith("interrupted: ")]
+    assert len(lines) == 1 and "is intact" in lines[0] and "--resume" in lines[0], rest
+    assert load_checkpoint(run / "last").meta["state"]["state"]["step"] >= 1  # step 1 was saved
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_second_run_in_the_same_directory_is_refused(tmp_path, capsys, files, resume):
+    """The same command started twice: both trained into one directory, the log mixed the two
+    runs (steps 2, 4, 2, 6, ...) and each deleted the other's save in progress as a crash's
+    leftover. Now the directory is locked while a run writes to it. (resume=False: the other
+    run has not saved anything yet, so the directory is still empty.)"""
+    fcntl = pytest.importorskip("fcntl")
+    import os
+
+    run = tmp_path / "R"
+    if resume:
+        assert train(capsys, files, run, "--max-steps", 4, "--eval-every", 4)[0] == 0
+    else:
+        run.mkdir()
+    before = tree_digest(run)
+    fd = os.open(run, os.O_RDONLY)  # what the other, still running `lstmkit train` holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        flags = ("--max-steps", 8, "--eval-every", 4) + (("--resume",) if resume else ())
+        refused(train(capsys, files, run, *flags), "another `lstmkit train` is writing to")
+    finally:
+        os.close(fd)
+    assert tree_digest(run) == before
+    # once the other run is over, the directory is free again
+    flags = ("--max-steps", 8, "--eval-every", 4) + (("--resume",) if resume else ())
+    assert train(capsys, files, run, *flags)[0] == 0
+
+
+@pytest.mark.parametrize("damage", ["garbled", "directory"])
+def test_resume_with_a_damaged_log(tmp_path, capsys, files, damage):
+    """log.jsonl is rebuilt from last's history at --resume, but a non-UTF-8 log stopped the
+    resume with Python's bare "'utf-8' codec can't decode byte ..." (no file named)."""
+    run = tmp_path / "R"
+    flags = ("--max-steps", 4, "--eval-every", 2)
+    assert train(capsys, files, run, *flags)[0] == 0
+    want = _log_records(run)
+    (run / "log.jsonl").unlink()
+    if damage == "garbled":
+        (run / "log.jsonl").write_bytes(b'{"step": 2\xff\xfe\x00garbage')
+        code, out, err = train(capsys, files, run, *flags, "--resume")
+        assert code == 0, err
+        assert "log.jsonl did not match" in out
+        assert _log_records(run) == want
+    else:
+        (run / "log.jsonl").mkdir()
+        refused(train(capsys, files, run, *flags, "--resume"), "log.jsonl is not a file")
+
+
+def test_a_symlinked_last_is_refused_before_training(tmp_path, capsys, files):
+    """RUN/last a link to another copy: the run resumed, trained, then died at its second save
+    with "write failed (Cannot call rmtree on a symbolic link)", leaving a .last.old link."""
+    run = tmp_path / "R"
+    assert train(capsys, files, run, "--max-steps", 4, "--eval-every", 2)[0] == 0
+    shutil.move(run / "last", tmp_path / "elsewhere")
+    (run / "last").symlink_to(tmp_path / "elsewhere")
+    code, out, err = train(capsys, files, run, "--max-steps", 8, "--eval-every", 2, "--resume")
+    refused((code, out, err), "last is a symbolic link")
+    assert "training tokens" not in out
+    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "log.jsonl"]
+
+
+def test_resume_with_last_missing_and_an_incomplete_old_copy(tmp_path, capsys, files):
+    """It said "no checkpoint was written yet. Start the run without --resume", and that run
+    was refused because the directory holds a run (.last.old): each message sent the user to
+    the other."""
+    run = tmp_path / "R"
+    assert train(capsys, files, run, "--max-steps", 4, "--eval-every", 2)[0] == 0
+    (run / "last").rename(run / ".last.old")
+    (run / ".last.old" / "manifest.json").unlink()
+    line = refused(train(capsys, files, run, "--max-steps", 8, "--resume"), "cannot resume")
+    assert ".last.old" in line and "not a complete checkpoint" in line
+    assert "without --resume" not in line
+
+
+def test_resume_says_when_best_is_gone_for_good(tmp_path, capsys, files):
+    """best/ replaced by a file (by hand; saves are atomic) while last is past the best step:
+    the resume said nothing, and the next improving save died with "write failed (Not a
+    directory)" because the file left as .best.old could not be rmtree'd."""
+    run = tmp_path / "R"
+    assert train(capsys, files, run, "--max-steps", 6, "--eval-every", 2)[0] == 0
+    state, _ = load_training_state(run / "last")
+    assert state["best_step"] < state["step"]  # so best cannot be rebuilt from last
+    shutil.rmtree(run / "best")
+    (run / "best").write_text("not a checkpoint")
+    code, out, err = train(capsys, files, run, "--epochs", 2, "--eval-every", 2, "--resume")
+    assert code == 0, err
+    assert "best is missing or damaged" in out and f"step {state['best_step']}" in out
+    state, _ = load_training_state(run / "last")
+    assert state["best_step"] > 6  # improved since: best was written again, whole
+    assert load_checkpoint(run / "best").config == load_checkpoint(run / "last").config
+    assert sorted(p.name for p in run.iterdir()) == ["best", "last", "log.jsonl"]
+
+
+def test_a_wrong_value_in_the_file_is_reported_even_when_a_flag_replaces_it(
+    tmp_path, capsys, files
+):
+    """`bptt = "10"` in the file and --bptt 10 on the command line: the file is still wrong, and
+    the next run without the flag would fail; say so now."""
+    config = tmp_path / "run.toml"
+    config.write_text('bptt = "10"\n[model]\nhidden_size = "12"\n')
+    argv = ["train", "--config", config, "--train", files[0], "--out", tmp_path / "R"]
+    line = refused(cli(capsys, *argv, "--bptt", 10, "--hidden-size", 12, "--no-progress"), "bptt")
+    assert str(config) in line and "must be an integer" in line
