@@ -3,6 +3,7 @@
     python scripts/mutation.py              # mutmut run (2 workers) + report
     python scripts/mutation.py --report     # report only, from the last run's mutants/
     python scripts/mutation.py --only "lstmkit.cells.*"   # a part (mutmut's name patterns)
+    python scripts/mutation.py --recheck    # after writing tests: run the survivors again only
 
 Which files are mutated and which tests judge them is [tool.mutmut] in pyproject.toml. mutmut
 changes one thing at a time (an operator, a constant, a keyword argument), runs the tests that
@@ -63,6 +64,23 @@ def _env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
+def forget_survivors(mutants: Path, only: str | None) -> int:
+    """Mark surviving mutants unchecked, so that the next mutmut run tries them again (mutmut
+    keeps every result it has; new tests are only given to unchecked mutants)."""
+    import fnmatch
+
+    n = 0
+    for meta in (mutants / "lstmkit").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code == 0 and (only is None or fnmatch.fnmatch(name, only)):
+                codes[name] = None
+                n += 1
+        meta.write_text(json.dumps(data, indent=4))
+    return n
+
+
 def load_results(mutants: Path) -> dict[str, dict[str, str]]:
     """{module path: {mutant name: status}} from mutmut's .meta files."""
     out: dict[str, dict[str, str]] = {}
@@ -112,7 +130,13 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
         "# Mutation testing report",
         "",
         f"Made by `{meta['command']}` at commit `{meta['commit']}` on {meta['machine']}"
-        f" ({meta['versions']}); {meta['minutes']:.0f} min wall.",
+        f" ({meta['versions']}): the full run took {meta['minutes']:.0f} min wall"
+        + (
+            f", the recheck of its survivors {meta['recheck_minutes']:.0f} min"
+            if meta.get("recheck_minutes")
+            else ""
+        )
+        + ".",
         "How to read and rerun it: [docs/mutation.md](mutation.md).",
         "",
         "| module | " + " | ".join(cols) + " | score |",
@@ -146,21 +170,35 @@ def main() -> int:
     p.add_argument("--report", action="store_true", help="only write the report from mutants/")
     p.add_argument("--only", help="mutmut name pattern, e.g. 'lstmkit.cells.*' (default: all)")
     p.add_argument("--workers", type=int, default=2, help="parallel mutants (default: 2)")
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="run the last run's surviving mutants again (after new tests), then report",
+    )
     p.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.recheck:
+        print(f"{forget_survivors(ROOT / 'mutants', args.only)} surviving mutants to run again")
     seconds = 0.0 if args.report else run_mutmut(args.only, args.workers)
     sys.path.insert(0, str(ROOT))
     from lstmkit.training.benchmarking import environment_info
 
     env = environment_info()
     equivalents = tomllib.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    full_run = not (args.report or args.recheck)
     meta = {
-        "command": "python scripts/mutation.py" + (f" --only '{args.only}'" if args.only else ""),
+        "command": previous.get("command", "python scripts/mutation.py")
+        if not full_run
+        else "python scripts/mutation.py" + (f" --only '{args.only}'" if args.only else ""),
         "commit": env.get("git_commit"),
         "machine": f"{env.get('cpu')}, {env.get('logical_cpus', '?')} CPUs",
         "versions": f"python {env.get('python')}, torch {env.get('torch')}",
-        "minutes": args.minutes if args.minutes is not None else seconds / 60,
+        "minutes": seconds / 60 if full_run else previous.get("minutes", 0.0),
+        "recheck_minutes": seconds / 60 if args.recheck else previous.get("recheck_minutes"),
     }
+    if args.minutes is not None:  # (a run whose wall time was measured outside this script)
+        meta["minutes"] = args.minutes
     results = load_results(ROOT / "mutants")
     if not results:
         print("no mutation results in mutants/: run without --report first", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import F64, assert_close, twins
@@ -89,3 +90,73 @@ def test_trace_with_extras_and_projection():
     m = lstmkit.LSTM(I, H, coupled=True)
     _, _, tr = m(torch.randn(T, B, I), return_trace=True)
     assert_close(tr.gates["i"], 1 - tr.gates["f"], "coupled: i = 1 - f", atol=1e-6)
+
+
+def test_trace_gate_defaults_to_the_last_layer_and_the_forward_direction():
+    """gate(name) with no layer or direction: the forward direction of the last layer, checked
+    against gates rebuilt by hand from torch.nn.LSTM's weights (a bidirectional layer, so the
+    reverse direction is there to be picked by mistake)."""
+    ref, ours = twins("LSTM", I, H, bidirectional=True)
+    x = torch.randn(T, B, I, dtype=F64)
+    _, _, tr = ours(x, return_trace=True)
+    w_ih, w_hh, b = ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0 + ref.bias_hh_l0
+    h = c = torch.zeros(B, H, dtype=F64)
+    want = {name: [] for name in "ifgo"}
+    for t in range(T):
+        i, f, g, o = (x[t] @ w_ih.T + h @ w_hh.T + b).chunk(4, -1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        for name, v in zip("ifgo", (i, f, g, o)):
+            want[name].append(v)
+    for name in "ifgo":
+        assert_close(tr.gate(name), torch.stack(want[name]), f"gate({name!r})")
+
+
+def _hand_trace() -> lstmkit.Trace:
+    """A Trace with every field away from its default (L = D = 1, B = 2, T = 3, H = 2)."""
+    ramp = torch.arange(12, dtype=torch.float32).reshape(1, 1, 2, 3, 2)
+    return lstmkit.Trace(
+        mode="LSTM",
+        gate_names=("i", "f"),
+        gates={"i": ramp, "f": ramp + 100},
+        hidden=ramp + 200,
+        cell=ramp + 300,
+        batch_first=True,
+        batched=False,
+        lengths=torch.tensor([3, 1]),
+        meta={"engine": "hand"},
+    )
+
+
+@pytest.mark.parametrize("how", ["detach", "to", "map"])
+def test_trace_map_detach_and_to_keep_every_field(how):
+    tr = _hand_trace()
+    new = {
+        "detach": lambda: tr.detach(),
+        "to": lambda: tr.to(torch.float64),
+        "map": lambda: tr.map(lambda t: t * 2),
+    }[how]()
+    scale = 2 if how == "map" else 1
+    assert (new.mode, new.gate_names, new.batch_first, new.batched) == (
+        "LSTM",
+        ("i", "f"),
+        True,
+        False,
+    )
+    assert new.lengths is not None and new.lengths.tolist() == [3, 1]
+    assert new.meta == {"engine": "hand"} and new.meta is not tr.meta  # a copy
+    ramp = torch.arange(12, dtype=torch.float64).reshape(1, 1, 2, 3, 2)
+    for got, offset in ((new.gates["i"], 0), (new.gates["f"], 100), (new.hidden, 200)):
+        assert torch.equal(got.double(), (ramp + offset) * scale)
+    assert torch.equal(new.cell.double(), (ramp + 300) * scale)
+    assert new.hidden.dtype == (torch.float64 if how == "to" else torch.float32)
+
+
+def test_trace_numpy_keys_and_values():
+    arrays = _hand_trace().numpy()
+    assert sorted(arrays) == ["cell", "gate_f", "gate_i", "hidden"]
+    ramp = np.arange(12, dtype=np.float32).reshape(1, 1, 2, 3, 2)
+    for key, offset in (("gate_i", 0), ("gate_f", 100), ("hidden", 200), ("cell", 300)):
+        assert isinstance(arrays[key], np.ndarray)
+        np.testing.assert_array_equal(arrays[key], ramp + offset)

@@ -24,6 +24,7 @@ unscorable count and share beside it, and every breakdown counts its own.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -163,6 +164,19 @@ def _run(model, tokens: Tensor, intervention):
     return model(tokens, intervention=intervention)[0]
 
 
+@contextmanager
+def _evaluating(model):
+    """model.eval() for the scoring, then every submodule's own mode back (model.train(mode)
+    would give them all the top module's), even when the forward raises."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 @torch.no_grad()
 def next_word_log_probs(
     model, seqs: list[list[int]], batch_size: int = 128, intervention=None
@@ -170,19 +184,19 @@ def next_word_log_probs(
     """For each id sequence, log P(next word | the whole sequence): a (V,) tensor each.
     Sequences are right-padded (which cannot change earlier steps of a left-to-right model).
     `intervention`: an lstmkit.Intervention applied to every batch (e.g. an ablation)."""
-    was_training = model.training
-    model.eval()
+    if any(not s for s in seqs):
+        raise ValueError("every sequence needs at least one token to predict the next word from")
     dev, out = _device(model), [None] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
-        logits = _run(model, tokens.to(dev), intervention)  # (T, B, V)
-        last = logits[lengths.to(dev) - 1, torch.arange(len(idx), device=dev)]  # (B, V)
-        logp = torch.log_softmax(last.float(), -1).cpu()
-        for k, i in enumerate(idx):
-            out[i] = logp[k]
-    model.train(was_training)
+    with _evaluating(model):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
+            logits = _run(model, tokens.to(dev), intervention)  # (T, B, V)
+            last = logits[lengths.to(dev) - 1, torch.arange(len(idx), device=dev)]  # (B, V)
+            logp = torch.log_softmax(last.float(), -1).cpu()
+            for k, i in enumerate(idx):
+                out[i] = logp[k]
     return out
 
 
@@ -191,22 +205,20 @@ def sequence_log_probs(
     model, seqs: list[list[int]], n_context: int, batch_size: int = 64, intervention=None
 ) -> list[float]:
     """Summed log P(w_t | w_<t) over positions t >= n_context of each id sequence."""
-    was_training = model.training
-    model.eval()
     dev, out = _device(model), [0.0] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
-        logits = _run(model, tokens.to(dev), intervention)
-        logp = torch.log_softmax(logits.float(), -1).cpu()  # (T, B, V)
-        step = logp[:-1].gather(2, tokens[1:].unsqueeze(-1)).squeeze(-1)  # (T-1, B)
-        t = torch.arange(step.shape[0])[:, None]  # step t predicts token t + 1
-        keep = (t + 1 >= n_context) & (t + 1 < lengths[None, :])
-        sums = (step * keep).sum(0)
-        for k, i in enumerate(idx):
-            out[i] = float(sums[k])
-    model.train(was_training)
+    with _evaluating(model):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            tokens, lengths = _padded([seqs[i] for i in idx], pad=0)
+            logits = _run(model, tokens.to(dev), intervention)
+            logp = torch.log_softmax(logits.float(), -1).cpu()  # (T, B, V)
+            step = logp[:-1].gather(2, tokens[1:].unsqueeze(-1)).squeeze(-1)  # (T-1, B)
+            t = torch.arange(step.shape[0])[:, None]  # step t predicts token t + 1
+            keep = (t + 1 >= n_context) & (t + 1 < lengths[None, :])
+            sums = (step * keep).sum(0)
+            for k, i in enumerate(idx):
+                out[i] = float(sums[k])
     return out
 
 
@@ -230,7 +242,8 @@ def score_prefix_items(
             "type": item.meta.get("type"),
         }
         good, bad = _known_forms(item.correct, item.wrong, vocab)
-        if not good or not bad:  # the model cannot be asked: unscorable, not wrong
+        if not good or not bad or not (bos_ids or item.prefix):
+            # the model cannot be asked (no known form, or nothing to predict from)
             results.append(_unscorable(**fields))
             continue
         oov += sum(w not in vocab.stoi for w in item.prefix)
@@ -261,11 +274,13 @@ def score_pair_items(
     for item in items:
         fields = {"category": item.category, "contrast": item.meta.get("contrast")}
         good, bad = bos_ids + vocab.encode(item.good), bos_ids + vocab.encode(item.bad)
-        oov += sum(w not in vocab.stoi for w in item.good + item.bad)
-        total += len(item.good) + len(item.bad)
         if good == bad:  # the words that differ are all <unk>: unscorable, not wrong
             results.append(_unscorable(**fields))
             continue
+        # counted over scorable items, as for prefix items (an unscorable pair's differing
+        # words are out of vocabulary by definition: they would inflate the share)
+        oov += sum(w not in vocab.stoi for w in item.good + item.bad)
+        total += len(item.good) + len(item.bad)
         seqs += [good, bad]
         results.append(fields)
         keep.append(fields)

@@ -23,7 +23,7 @@ from lstmkit.agreement import (
 )
 from lstmkit.agreement.grammar import NOUNS
 from lstmkit.agreement.readers import FormatError, read_generated, write_generated
-from lstmkit.agreement.score import format_report
+from lstmkit.agreement.score import AgreementReport, _device, _padded, format_report
 from lstmkit.data.vocab import Vocab
 
 PLURALS = {pl for _, pl in NOUNS}
@@ -491,3 +491,304 @@ def test_marvin_linzen_suite_table(tmp_path, bigram, capsys):
     saved = json.loads(out_json.read_text())["rows"]
     assert [r["phenomenon"] for r in saved] == [r.phenomenon for r in rows]
     assert saved[0]["unscorable"] == 1
+
+
+# ---- the report's fields, breakdowns and text, and the scorer's plumbing ------------------------
+def test_prefix_results_and_breakdowns_by_number_and_category(bigram):
+    """Each item's result row, exactly; subject number from meta["plural"] (True / False; absent:
+    not in the table); a missing category is "" and left out of the table, like a missing number.
+    OOV and total tokens count the context words of the scorable items only."""
+    model, vocab = bigram
+    items = [
+        PrefixItem(  # right: after "cat", is (e^2) vs are (e^0)
+            ["the", "cat"], ["is"], ["are"], 0, 0, {"plural": False, "category": "simple"}
+        ),
+        PrefixItem(  # right
+            ["the", "cats"], ["are"], ["is"], 0, 0, {"plural": True, "category": "simple"}
+        ),
+        PrefixItem(  # wrong: the last word is "cat"; "a" is out of the vocabulary
+            ["the", "dogs", "near", "a", "cat"],
+            ["are"],
+            ["is"],
+            3,
+            1,
+            {"plural": True, "category": "pp", "type": "nonce"},
+        ),
+        PrefixItem(["the", "kitten"], ["is"], ["laughs"], 0, None, {"plural": False}),  # unscorable
+        PrefixItem(["the", "dog"], ["is"], ["are"], 0),  # right; no number, no category
+    ]
+    rep = score_prefix_items(model, vocab, items)
+    assert all("margin" in r for r in rep.results)  # None for the unscorable one
+    margins = [r.pop("margin") for r in rep.results]
+    assert margins[:3] + margins[4:] == pytest.approx([2.0, 2.0, -2.0, 2.0], abs=1e-6)
+    assert margins[3] is None
+    row = {"distance": 0, "attractors": 0, "category": "simple", "type": None}
+    assert rep.results == [
+        {**row, "number": "singular", "correct": True},
+        {**row, "number": "plural", "correct": True},
+        {"distance": 3, "attractors": 1, "category": "pp", "number": "plural", "type": "nonce",
+         "correct": False},
+        {"distance": 0, "attractors": None, "category": "", "number": "singular", "type": None,
+         "correct": None},
+        {"distance": 0, "attractors": None, "category": "", "number": None, "type": None,
+         "correct": True},
+    ]  # fmt: skip
+    assert rep.by_number == {
+        "plural": {"n": 2, "accuracy": 0.5, "unscorable": 0},
+        "singular": {"n": 1, "accuracy": 1.0, "unscorable": 1},
+    }
+    assert rep.majority_baseline == 2 / 3
+    assert rep.by_category == {
+        "pp": {"n": 1, "accuracy": 0.0, "unscorable": 0},
+        "simple": {"n": 2, "accuracy": 1.0, "unscorable": 0},
+    }
+    assert rep.by_type == {"nonce": {"n": 1, "accuracy": 0.0, "unscorable": 0}}
+    assert (rep.oov_tokens, rep.total_tokens) == (1, 2 + 2 + 5 + 2)
+
+
+def test_prefix_form_lists_are_aligned_only_when_of_equal_length(bigram):
+    """Equal lengths: pairs, a pair dropped when either form is unknown. Unequal: each list on
+    its own. A side left with no known form makes the item unscorable even if the other has some."""
+    model, vocab = bigram
+    items = [
+        PrefixItem(["the", "cat"], ["is", "was"], ["are", "xyz"]),  # (was, xyz) dropped: is vs are
+        PrefixItem(["the", "cat"], ["is", "was"], ["are"]),  # is + was vs are
+        PrefixItem(["the", "cat"], ["is", "was"], ["xyz"]),  # nothing on the wrong side
+    ]
+    rep = score_prefix_items(model, vocab, items)
+    assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-6)
+    assert rep.results[1]["margin"] == pytest.approx(math.log(math.exp(2) + math.e), abs=1e-6)
+    assert rep.results[2]["correct"] is None and rep.results[2]["margin"] is None
+    assert (rep.n, rep.correct, rep.unscorable) == (2, 2, 1)
+
+
+def test_pair_scorer_counts_oov_and_total_tokens_of_both_sentences(bigram):
+    model, vocab = bigram
+    pairs = [
+        PairItem(["the", "zebra", "is"], ["the", "zebra", "are"]),  # 2 OOV of 6
+        PairItem(["the", "cats", "are"], ["the", "cats", "near", "is"]),  # 0 OOV of 7
+    ]
+    rep = score_pair_items(model, vocab, pairs)
+    assert (rep.oov_tokens, rep.total_tokens) == (2, 13)
+    assert rep.oov_share == 2 / 13
+
+
+def _first_word_vocab() -> Vocab:
+    """The bigram's vocabulary with "<eos>" renamed "<s>": same ids, no default bos."""
+    return Vocab(["<unk>", "<s>", *WORDS[2:]])
+
+
+def test_pair_scorer_scores_the_first_word_only_after_a_bos(bigram):
+    """With a bos the first word is scored (P(the | <eos>) vs P(dogs | <eos>)); without one
+    (bos=None, or a vocabulary without it) scoring starts at the second word."""
+    model, vocab = bigram
+    pair = PairItem(["the", "cat"], ["dogs", "cat"])
+    # by hand from the table: row <eos> has "the" = 3 (Z = e^3 + 11), row "the" is flat (Z = 12),
+    # row "dogs" has are = 2 and were = 1 (Z = e^2 + e + 10); every other logit 0
+    z_eos, z_dogs = math.exp(3) + 11, math.exp(2) + math.e + 10
+    with_bos = (3 - math.log(z_eos)) - math.log(12) - (-math.log(z_eos) - math.log(z_dogs))
+    without = -math.log(12) + math.log(z_dogs)
+    margin = lambda rep: rep.results[0]["margin"]  # noqa: E731
+    assert margin(score_pair_items(model, vocab, [pair])) == pytest.approx(with_bos, abs=1e-5)
+    assert margin(score_pair_items(model, vocab, [pair], bos=None)) == pytest.approx(
+        without, abs=1e-5
+    )
+    other = _first_word_vocab()
+    assert margin(score_pair_items(model, other, [pair])) == pytest.approx(without, abs=1e-5)
+    assert margin(score_pair_items(model, other, [pair], bos="<s>")) == pytest.approx(
+        with_bos, abs=1e-5
+    )
+    # prefix items too: without a bos the sequence is the prefix alone (the bigram reads its
+    # last word either way)
+    item = PrefixItem(["the", "cat"], ["is"], ["are"])
+    for v, bos in ((vocab, None), (other, "<eos>"), (other, "<s>")):
+        rep = score_prefix_items(model, v, [item], bos=bos)
+        assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-6)
+
+
+class InterventionLM(BigramLM):
+    """The bigram, whose logits an intervention negates; it records what it was given."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__(table)
+        self.seen: list = []
+
+    def forward(self, tokens, hidden=None, return_trace=False, intervention=None):
+        self.seen.append(intervention)
+        logits = self.table[tokens]
+        return (logits if intervention is None else -logits), hidden
+
+
+def test_the_intervention_reaches_the_model(bigram):
+    table, vocab = bigram[0].table.detach(), bigram[1]
+    model, edit = InterventionLM(table), object()
+    rep = score_prefix_items(model, vocab, [PrefixItem(["the", "cat"], ["is"], ["are"])])
+    assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-6) and model.seen == [None]
+    rep = score_prefix_items(
+        model, vocab, [PrefixItem(["the", "cat"], ["is"], ["are"])], intervention=edit
+    )
+    assert rep.results[0]["margin"] == pytest.approx(-2.0, abs=1e-6)  # is: -2, are: 0
+    assert model.seen == [None, edit]
+    # negated "dogs" row: are = -2, is = 0; the shared words score the same in both sentences
+    pair = PairItem(["the", "dogs", "are"], ["the", "dogs", "is"])
+    rep = score_pair_items(model, vocab, [pair], intervention=edit)
+    assert rep.results[0]["margin"] == pytest.approx(-2.0, abs=1e-5)
+    assert model.seen == [None, edit, edit]
+
+
+class Untouchable:
+    """A model that must not be used: any attribute access fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model was used (.{name}) though no item is scorable")
+
+
+def test_nothing_scorable_never_runs_the_model(bigram):
+    vocab = bigram[1]
+    rep = score_prefix_items(Untouchable(), vocab, [PrefixItem(["the"], ["xyz"], ["abc"])])
+    assert (rep.n, rep.unscorable) == (0, 1)
+    same = PairItem(["the", "cat", "laughs"], ["the", "cat", "laugh"])
+    rep = score_pair_items(Untouchable(), vocab, [same])
+    assert (rep.n, rep.unscorable) == (0, 1)
+
+
+class BufferBigramLM(nn.Module):
+    """The bigram with its table a buffer: a model without parameters."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, tokens, hidden=None, return_trace=False):
+        return self.table[tokens], hidden
+
+
+def test_a_model_without_parameters_is_scored_on_the_cpu(bigram):
+    model, vocab = BufferBigramLM(bigram[0].table.detach().clone()), bigram[1]
+    assert _device(model) == torch.device("cpu")
+    rep = score_prefix_items(model, vocab, [PrefixItem(["the", "cat"], ["is"], ["are"])])
+    assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-6)
+    rep = score_pair_items(model, vocab, [PairItem(["the", "dogs", "are"], ["the", "dogs", "is"])])
+    assert rep.results[0]["margin"] == pytest.approx(2.0, abs=1e-5)
+    # a model with parameters runs where they are (meta: a device that is not the CPU)
+    assert _device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+
+
+def test_padded_ids_are_int64_whatever_the_pad_and_never_invented():
+    tokens, lengths = _padded([[3, 4, 5], [6]], pad=0)
+    assert tokens.dtype == torch.long and tokens.tolist() == [[3, 6], [4, 0], [5, 0]]
+    assert lengths.tolist() == [3, 1]
+    tokens, _ = _padded([[3, 4], [6]], pad=0.0)  # e.g. a pad id read from a float field
+    assert tokens.dtype == torch.long and tokens.tolist() == [[3, 6], [4, 0]]
+    with pytest.raises(RuntimeError, match="int64"):  # a NaN is no id (never INT64_MIN)
+        _padded([[3, float("nan")]], pad=0)
+
+
+def _hand_report() -> AgreementReport:
+    return AgreementReport(
+        n=4,
+        correct=3,
+        unscorable=4,
+        oov_tokens=1,
+        total_tokens=8,
+        by_distance={
+            0: {"n": 3, "accuracy": 2 / 3, "unscorable": 1},
+            12: {"n": 1, "accuracy": 1.0, "unscorable": 3},
+        },
+        by_attractors={1: {"n": 4, "accuracy": 0.75, "unscorable": 0}},
+        by_category={"simple": {"n": 4, "accuracy": 0.75, "unscorable": 4}},
+        by_number={
+            "plural": {"n": 1, "accuracy": 1.0, "unscorable": 0},
+            "singular": {"n": 3, "accuracy": 2 / 3, "unscorable": 4},
+        },
+        by_type={"nonce": {"n": 2, "accuracy": 0.5, "unscorable": 0}},
+        by_contrast={"grammatical vs intrusive": {"n": 4, "accuracy": 0.75, "unscorable": 0}},
+    )
+
+
+def test_report_to_dict_exactly():
+    rep = _hand_report()
+    assert rep.to_dict() == {
+        "n": 4,
+        "correct": 3,
+        "accuracy": 0.75,
+        "unscorable": 4,
+        "unscorable_share": 0.5,
+        "oov_tokens": 1,
+        "total_tokens": 8,
+        "oov_share": 0.125,
+        "by_distance": {
+            "0": {"n": 3, "accuracy": 2 / 3, "unscorable": 1},
+            "12": {"n": 1, "accuracy": 1.0, "unscorable": 3},
+        },
+        "by_attractors": {"1": {"n": 4, "accuracy": 0.75, "unscorable": 0}},
+        "by_category": {"simple": {"n": 4, "accuracy": 0.75, "unscorable": 4}},
+        "by_number": {
+            "plural": {"n": 1, "accuracy": 1.0, "unscorable": 0},
+            "singular": {"n": 3, "accuracy": 2 / 3, "unscorable": 4},
+        },
+        "by_type": {"nonce": {"n": 2, "accuracy": 0.5, "unscorable": 0}},
+        "by_contrast": {"grammatical vs intrusive": {"n": 4, "accuracy": 0.75, "unscorable": 0}},
+        "majority_baseline": 0.75,
+    }
+    json.dumps(rep.to_dict())  # string keys: JSON as is
+
+
+FORMATTED = """\
+accuracy 0.750 on 4 scorable items; 4 unscorable (50.0%: the forms that differ are not in the \
+vocabulary); OOV share of words 12.5%
+  always answering the more frequent subject number would score 0.750
+  by distance:
+                               0  0.667  (n=3, 1 unscorable)
+                              12  1.000  (n=1, 3 unscorable)
+  by attractors:
+                               1  0.750  (n=4)
+  by subject number:
+                          plural  1.000  (n=1)
+                        singular  0.667  (n=3, 4 unscorable)
+  by sentence type:
+                           nonce  0.500  (n=2)
+  by contrast:
+        grammatical vs intrusive  0.750  (n=4)
+  by category:
+                          simple  0.750  (n=4, 4 unscorable)"""
+
+
+def test_format_report_exact_text():
+    rep = _hand_report()
+    assert format_report(rep) == FORMATTED
+    assert format_report(rep, "Linzen test") == "Linzen test\n" + FORMATTED
+    empty = AgreementReport(n=0, correct=0, unscorable=0, oov_tokens=0, total_tokens=0)
+    assert format_report(empty) == (
+        "accuracy nan on 0 scorable items; 0 unscorable (0.0%: the forms that differ are not in "
+        "the vocabulary); OOV share of words 0.0%"
+    )
+
+
+def test_an_empty_prefix_without_a_bos_is_unscorable(bigram):
+    """Nothing to predict from: unscorable, not a margin read at some padded position."""
+    model, vocab = bigram
+    items = [PrefixItem([], ["is"], ["are"]), PrefixItem(["the", "cat"], ["is"], ["are"])]
+    rep = score_prefix_items(model, vocab, items, bos=None)
+    assert [r["correct"] for r in rep.results] == [None, True]
+    assert rep.results[1]["margin"] == pytest.approx(2.0, abs=1e-6)
+    assert score_prefix_items(model, vocab, items[:1], bos="<eos>").n == 1  # <eos> is a context
+
+
+def test_scoring_gives_every_submodule_its_own_mode_back(bigram):
+    model, vocab = bigram
+    inner = nn.Linear(2, 2)
+    model.inner = inner
+    model.train()
+    inner.eval()
+    score_prefix_items(model, vocab, [PrefixItem(["the"], ["cat"], ["dog"])])
+    score_pair_items(model, vocab, [PairItem(["the", "cat"], ["the", "dog"])])
+    assert model.training and not inner.training
+
+
+def test_unscorable_pairs_do_not_count_in_the_oov_share(bigram):
+    model, vocab = bigram
+    same = PairItem(["the", "cat", "laughs"], ["the", "cat", "laugh"])
+    right = PairItem(["the", "cats", "are"], ["the", "cats", "is"])
+    rep = score_pair_items(model, vocab, [same, right])
+    assert (rep.oov_tokens, rep.total_tokens) == (0, 6)
