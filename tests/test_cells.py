@@ -238,3 +238,141 @@ def test_zoneout_expectation_at_the_rate_extremes():
     )
     prev[0, 0], prev[1, 1] = float("inf"), float("nan")
     torch.testing.assert_close(zoneout(prev, new, None, 0.0), new, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_defaults_and_attributes_are_torch_s(kind):
+    """Built with defaults, a cell has torch's parameters (biases included), repr and bias /
+    nonlinearity attributes; with bias=False, bias_ih and bias_hh are registered as None, as in
+    torch, so `cell.bias_ih is None` and the parameter table lists the same names."""
+    ref, ours = getattr(torch.nn, kind)(I, H), getattr(lstmkit, kind)(I, H)
+    names = [n for n, _ in ours.named_parameters()]
+    assert names == [n for n, _ in ref.named_parameters()]
+    assert names == ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    assert repr(ours) == repr(ref) == f"{kind}({I}, {H})"
+    assert ours.bias is ref.bias is True
+    if kind == "RNNCell":
+        assert ours.nonlinearity == ref.nonlinearity == "tanh"
+    ref, ours = getattr(torch.nn, kind)(I, H, bias=False), getattr(lstmkit, kind)(I, H, bias=False)
+    assert repr(ours) == repr(ref) == f"{kind}({I}, {H}, bias=False)"
+    assert ours.bias is ref.bias is False
+    assert list(ours._parameters) == list(ref._parameters)
+    for name in ("bias_ih", "bias_hh"):
+        assert hasattr(ours, name) and getattr(ours, name) is None, name
+    assert [n for n, _ in ours.named_parameters()] == ["weight_ih", "weight_hh"]
+
+
+def test_cell_base_defaults_for_a_class_that_only_names_its_cell():
+    """A CellBase subclass that sets only `cell` (how a registered custom cell gets a one-step
+    module) gets torch's defaults: biases, no layer norm; it then computes torch's step."""
+    from lstmkit.cells import GRU as GRU_CELL
+    from lstmkit.cells import LSTM as LSTM_CELL
+    from lstmkit.nn.cells import CellBase
+
+    for cell, ref_kind in ((GRU_CELL, "GRUCell"), (LSTM_CELL, "LSTMCell")):
+        module = type("Plain" + ref_kind, (CellBase,), {"cell": cell})(I, H).to(F64)
+        ref = getattr(torch.nn, ref_kind)(I, H).to(F64)
+        assert [n for n, _ in module.named_parameters()] == [n for n, _ in ref.named_parameters()]
+        module.load_state_dict(ref.state_dict())
+        x = torch.randn(B, I, dtype=F64)
+        ours, theirs = module(x), ref(x)
+        ours, theirs = (ours, theirs) if isinstance(theirs, tuple) else ((ours,), (theirs,))
+        for a, b in zip(ours, theirs, strict=True):
+            assert_close(a, b, f"{ref_kind} from CellBase")
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_device_and_dtype_reach_every_parameter_and_the_zero_state(kind):
+    """device= and dtype= place every parameter ("meta" and float64 differ from the defaults),
+    and the zero state made when hx is None follows the input onto that device."""
+    n_states = 2 if kind == "LSTMCell" else 1
+    cls = getattr(lstmkit, kind)
+    meta = cls(I, H, device="meta")
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+    assert {p.dtype for p in meta.parameters()} == {torch.float32}
+    out = meta(torch.empty(B, I, device="meta"))
+    out = out if n_states == 2 else (out,)
+    assert [(o.device.type, tuple(o.shape)) for o in out] == [("meta", (B, H))] * n_states
+    wide = cls(I, H, dtype=F64)
+    assert {p.dtype for p in wide.parameters()} == {F64}
+    assert {p.device.type for p in wide.parameters()} == {"cpu"}
+    both = cls(I, H, device="meta", dtype=F64)
+    assert {(p.device.type, p.dtype) for p in both.parameters()} == {("meta", F64)}
+
+
+def _ln_params(module):
+    """Random layer-norm gains and shifts (torch's init, 1 and 0, would hide a missing one)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.startswith("ln_"):
+                p.copy_(torch.randn_like(p) if "bias" in name else torch.rand_like(p) + 0.5)
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_layer_norm_is_the_hand_formula(kind):
+    """layer_norm=True on a cell: the ln_* parameters exist (named as on the layers) and the step
+    is xp = LN(W_ih x) g_ih + b_ih, hp = LN(W_hh h) g_hh + b_hh, then the cell's equations (the
+    LSTM's cell normalised before its tanh), by hand."""
+    cell = getattr(lstmkit, kind)(I, H, layer_norm=True).to(F64)
+    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_weight_ih", "ln_weight_hh"]
+    if kind == "LSTMCell":
+        names += ["ln_weight_c", "ln_bias_c"]
+    assert [n for n, _ in cell.named_parameters()] == names
+    _ln_params(cell)
+    x, h, c = (torch.randn(B, n, dtype=F64) for n in (I, H, H))
+    xp = _layer_norm_by_hand(x @ cell.weight_ih.T, cell.ln_weight_ih) + cell.bias_ih
+    hp = _layer_norm_by_hand(h @ cell.weight_hh.T, cell.ln_weight_hh) + cell.bias_hh
+    with torch.no_grad():
+        if kind == "LSTMCell":
+            i, f, g, o = (xp + hp).chunk(4, -1)
+            c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            ln_c = _layer_norm_by_hand(c1, cell.ln_weight_c, cell.ln_bias_c)
+            want = (torch.sigmoid(o) * torch.tanh(ln_c), c1)
+            got = cell(x, (h, c))
+        elif kind == "GRUCell":
+            (xr, xz, xn), (hr, hz, hn) = xp.chunk(3, -1), hp.chunk(3, -1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            want, got = ((1 - z) * n + z * h,), (cell(x, h),)
+        else:
+            want, got = (torch.tanh(xp + hp),), (cell(x, h),)
+    for a, b in zip(got, want, strict=True):
+        assert_close(a, b, f"{kind} with layer_norm")
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_output_structure_and_unbatched_gates(kind):
+    """A one-state cell returns a Tensor (not a 1-tuple), an LSTMCell a pair, as torch; with
+    return_gates=True an unbatched input gives a dict of (H,) gates, here checked against the
+    gate equations by hand (H=5 differs from the batch of one that is squeezed away)."""
+    ref = getattr(torch.nn, kind)(I, H).to(F64)
+    cell = getattr(lstmkit, kind)(I, H).to(F64)
+    cell.load_state_dict(ref.state_dict())
+    x, h, c = torch.randn(I, dtype=F64), torch.randn(H, dtype=F64), torch.randn(H, dtype=F64)
+    hx = (h, c) if kind == "LSTMCell" else h
+    with torch.no_grad():
+        out, gates = cell(x, hx, return_gates=True)
+        plain = cell(x, hx)
+        expected = ref(x, hx)
+        xp = ref.weight_ih @ x + ref.bias_ih
+        hp = ref.weight_hh @ h + ref.bias_hh
+    assert type(plain) is type(out) is type(expected)
+    if kind == "LSTMCell":
+        assert type(out) is tuple and len(out) == 2
+        i, f, g, o = (xp + hp).chunk(4)
+        want = {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "g": torch.tanh(g)}
+        want["o"] = torch.sigmoid(o)
+    else:
+        assert type(out) is torch.Tensor
+        out, plain, expected = (out,), (plain,), (expected,)
+        want = {}
+        if kind == "GRUCell":
+            (xr, xz, xn), (hr, hz, hn) = xp.chunk(3), hp.chunk(3)
+            r = torch.sigmoid(xr + hr)
+            want = {"r": r, "z": torch.sigmoid(xz + hz), "n": torch.tanh(xn + r * hn)}
+    for a, b, e in zip(out, plain, expected, strict=True):
+        assert_close(a, e, f"{kind} unbatched output")
+        assert_close(b, e, f"{kind} unbatched output without gates")
+    assert isinstance(gates, dict) and set(gates) == set(want)
+    for name, value in want.items():
+        assert_close(gates[name], value, f"unbatched gate {name}")

@@ -208,3 +208,51 @@ def test_packed_indices_that_disagree_are_refused(engine) -> None:
     assert out.data.shape == out_ref.data.shape == (10, 8)
     for a, b in ((out.data, out_ref.data), (h, h_ref), (c, c_ref)):
         torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_input_errors_name_the_cell(kind):
+    """A cell's input errors start with the cell's class name: in torch's exact words for a 3-D
+    input, in the same form for a non-tensor input (torch fails there with an AttributeError)."""
+    ref, ours = getattr(torch.nn, kind)(I, H), getattr(lstmkit, kind)(I, H)
+    _same_error(lambda: ref(torch.randn(2, B, I)), lambda: ours(torch.randn(2, B, I)), ValueError)
+    with pytest.raises(ValueError, match=rf"^{kind}: Expected input to be 1D or 2D, got 3D"):
+        ours(torch.randn(2, B, I))
+    with pytest.raises(TypeError, match=rf"^{kind}: input must be a Tensor, got list$"):
+        ours([0.0] * I)
+
+
+def test_cell_state_errors_name_the_cell_and_the_state():
+    """The state of a one-state cell is called hx in its errors, an LSTMCell's hx[0] / hx[1]; a
+    wrong size is reported with the expected shape (batched (B, H), unbatched (H,))."""
+    gru, lstm = lstmkit.GRUCell(I, H), lstmkit.LSTMCell(I, H)
+    x, x1 = torch.randn(B, I), torch.randn(I)
+    with pytest.raises(TypeError, match=r"^GRUCell: hx must be a Tensor, got list$"):
+        gru(x, [torch.randn(B, H)])
+    with pytest.raises(TypeError, match=r"^LSTMCell: hx must be a tuple \(h_0, c_0\)"):
+        lstm(x, torch.randn(B, H))
+    with pytest.raises(RuntimeError, match=rf"^Expected hx size \({B}, {H}\), got \[{B}, 7\]$"):
+        gru(x, torch.randn(B, 7))
+    with pytest.raises(RuntimeError, match=rf"^Expected hx size \({H},\), got \[7\]$"):
+        gru(x1, torch.randn(7))
+    with pytest.raises(RuntimeError, match=rf"^Expected hx size \({B}, {H}\), got \[2, {H}\]$"):
+        gru(x, torch.randn(2, H))
+    with pytest.raises(ValueError, match=r"^GRUCell: Expected hx to be 2D like the input, got 1D"):
+        gru(x, torch.randn(H))
+    with pytest.raises(ValueError, match=r"^hx dtype \(torch.float64\) does not match weight"):
+        gru(x, torch.randn(B, H, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=rf"^Expected hx\[0\] size \({H},\), got \[7\]$"):
+        lstm(x1, (torch.randn(7), torch.randn(H)))
+    with pytest.raises(ValueError, match=r"^hx\[1\] dtype \(torch.float64\) does not match"):
+        lstm(x, (torch.randn(B, H), torch.randn(B, H, dtype=torch.float64)))
+
+
+def test_cell_size_errors_name_the_argument():
+    with pytest.raises(TypeError, match=r"^input_size should be of type int, got: str"):
+        lstmkit.LSTMCell(str(I), H)
+    with pytest.raises(ValueError, match=r"^input_size must be greater than zero, got 0$"):
+        lstmkit.RNNCell(0, H)
+    with pytest.raises(TypeError, match=r"^hidden_size should be of type int, got: float"):
+        lstmkit.LSTMCell(I, 2.5)
+    with pytest.raises(ValueError, match=r"^hidden_size must be greater than zero, got 0$"):
+        lstmkit.GRUCell(I, 0)
