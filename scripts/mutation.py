@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,8 +58,6 @@ def run_mutmut(only: str | None, workers: int) -> float:
 
 
 def _env() -> dict:
-    import os
-
     # one torch thread per worker: two workers on two cores, and results that do not depend on
     # the thread count
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -92,11 +91,12 @@ def load_results(mutants: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def diff_of(name: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", name], cwd=ROOT, capture_output=True, text=True
-    )
-    lines = proc.stdout.splitlines()
+def diff_of(name: str, path: str) -> str:
+    """The changed lines of one mutant (mutmut's own diff, read in this process: calling
+    `mutmut show` for each of hundreds of survivors would take minutes)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    lines = get_diff_for_mutant(name, path=path).splitlines()
     return "\n".join(
         line
         for line in lines
@@ -152,10 +152,11 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
             if status == "survived" and name in equivalents:
                 lines.append(f"- `{name}`: {equivalents[name]}")
     lines += ["", "## Surviving mutants (gaps in the tests)", ""]
-    for statuses in results.values():
+    for module, statuses in results.items():
         for name, status in statuses.items():
             if status in ("survived", "no tests") and name not in equivalents:
-                lines += [f"### `{name}` ({status})", "", "```diff", diff_of(name), "```", ""]
+                diff = diff_of(name, module)
+                lines += [f"### `{name}` ({status})", "", "```diff", diff, "```", ""]
     REPORT.write_text("\n".join(lines) + "\n")
     RESULTS.write_text(json.dumps({**meta, "modules": rows, "total": total}, indent=1) + "\n")
     print(f"score {100 * total['score']:.1f}% over {total['mutants']} mutants; wrote {REPORT}")
@@ -175,8 +176,11 @@ def main() -> int:
         action="store_true",
         help="run the last run's surviving mutants again (after new tests), then report",
     )
+    # for a run made by `python -m mutmut run` directly (or stopped early): its facts by hand
     p.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--commit", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ relative to the working directory
     if args.recheck:
         print(f"{forget_survivors(ROOT / 'mutants', args.only)} surviving mutants to run again")
     seconds = 0.0 if args.report else run_mutmut(args.only, args.workers)
@@ -197,8 +201,12 @@ def main() -> int:
         "minutes": seconds / 60 if full_run else previous.get("minutes", 0.0),
         "recheck_minutes": seconds / 60 if args.recheck else previous.get("recheck_minutes"),
     }
-    if args.minutes is not None:  # (a run whose wall time was measured outside this script)
+    if not full_run and previous.get("commit"):
+        meta["commit"] = previous["commit"]  # the code that was mutated, not today's HEAD
+    if args.minutes is not None:
         meta["minutes"] = args.minutes
+    if args.commit is not None:
+        meta["commit"] = args.commit
     results = load_results(ROOT / "mutants")
     if not results:
         print("no mutation results in mutants/: run without --report first", file=sys.stderr)
