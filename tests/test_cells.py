@@ -376,3 +376,8 @@ def test_cell_output_structure_and_unbatched_gates(kind):
     assert isinstance(gates, dict) and set(gates) == set(want)
     for name, value in want.items():
         assert_close(gates[name], value, f"unbatched gate {name}")
+
+
+def test_cell_repr_is_torch_s():
+    for kw in ({}, {"bias": False}, {"nonlinearity": "relu"}):
+        assert repr(lstmkit.RNNCell(3, 5, **kw)) == repr(torch.nn.RNNCell(3, 5, **kw))

@@ -71,7 +71,7 @@ class CellBase(nn.Module):
         if not self.bias:
             s += ", bias=False"
         if self.nonlinearity != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
+            s += f", nonlinearity={self.nonlinearity}"
         return s
 
     def forward(self, input: Tensor, hx=None, return_gates: bool = False):
