@@ -14,6 +14,7 @@ generators accept. A missing Adam tensor would otherwise restart the optimizer s
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import random
 from typing import Any
@@ -143,6 +144,8 @@ def check_rng(json_file, tensor_file, tensors: dict[str, Tensor], rng: dict) -> 
             raise ValueError("rng.numpy is not [kind, 624 integers, pos, has_gauss, cached]")
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in npy[2:4]):
             raise ValueError("rng.numpy's pos and has_gauss must be integers")
+        if not 0 <= npy[2] <= 624:  # NumPy takes any pos, then reads past its key: a crash
+            raise ValueError(f"rng.numpy's pos must be in 0..624, got {npy[2]}")
         np.random.RandomState().set_state(
             (npy[0], np.asarray(npy[1], dtype=np.uint32), npy[2], npy[3], npy[4])
         )
@@ -155,7 +158,8 @@ def check_rng(json_file, tensor_file, tensors: dict[str, Tensor], rng: dict) -> 
 
 def set_rng_state(tensors: dict[str, Tensor], meta: dict) -> None:
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+    names = [t for t in tensors if t.startswith("rng.cuda.")]
+    cuda = [tensors[k] for k in sorted(names, key=lambda t: int(t.rsplit(".", 1)[1]))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     version, mt, gauss = meta["python"]
@@ -240,8 +244,11 @@ def _check_groups(f, optimizer: torch.optim.Optimizer, opt: dict) -> list[dict]:
                 raise CheckpointError(f"{f}: parameter group {i}: {k} is {g[k]}, not finite")
         if type(optimizer) not in _KNOWN:  # another constructor: its own arguments
             continue
-        try:  # the constructor's own range checks: lr >= 0, 0 <= betas < 1, ...
-            type(optimizer)([torch.zeros(1)], **{k: g[k] for k in optimizer.defaults})
+        # the constructor's own range checks: lr >= 0, 0 <= betas < 1, ... with the settings it
+        # takes (AdamW's defaults hold decoupled_weight_decay, which its __init__ does not)
+        takes = inspect.signature(type(optimizer).__init__).parameters
+        try:
+            type(optimizer)([torch.zeros(1)], **{k: g[k] for k in optimizer.defaults if k in takes})
         except (ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(
                 f"{f}: parameter group {i} has settings {live} refuses ({cap(e, 150)}); "
