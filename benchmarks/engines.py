@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import environment
 from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -219,37 +219,6 @@ def measure_memory(case: str, cfg) -> int:
     cmd = [sys.executable, __file__, "--memory-child", f"{case}|{','.join(map(str, cfg))}"]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_growth_bytes"]
-
-
-def environment() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(
-                ["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError) as err:
-            return f"unavailable ({err})"
-
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "load_average_at_start": os.getloadavg(),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-    }
 
 
 def trace_bytes(T: int, B: int, H: int) -> int:

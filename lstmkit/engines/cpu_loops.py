@@ -29,7 +29,8 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "lstm_loops.cpp"
+# lstm_loops.cpp: the fused engine's time loops; stream_step.cpp: one step of a stack (streams)
+SOURCES = [Path(__file__).parent / "csrc" / name for name in ("lstm_loops.cpp", "stream_step.cpp")]
 HEADERS = [Path(__file__).parent / "csrc" / "lstm_kernels.h"]
 ENV_SWITCH = "LSTMKIT_CPU_LOOPS"
 _lock = threading.Lock()
@@ -66,7 +67,7 @@ def build_directory(name: str) -> Path:
     two virtualenvs sharing one directory would rebuild each other's build on every switch."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    sources = b"".join(p.read_bytes() for p in [SOURCE, *HEADERS])
+    sources = b"".join(p.read_bytes() for p in [*SOURCES, *HEADERS])
     env = str(Path(torch.__file__).resolve().parent).encode()
     digest = hashlib.sha1(sources).hexdigest()[:10]
     where = hashlib.sha1(env).hexdigest()[:8]
@@ -121,7 +122,7 @@ def _build() -> ModuleType | None:
         _clear_stale_lock(directory)
         module = load(
             name=name,
-            sources=[str(SOURCE)],
+            sources=[str(p) for p in SOURCES],
             extra_cflags=flags,
             build_directory=str(directory),
             verbose=False,

@@ -14,16 +14,44 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.base import input_projection, recurrent_projection
+from lstmkit.cells.base import LayerParams, input_projection, recurrent_projection
 from lstmkit.cells.regularizers import zoneout
-from lstmkit.engines.base import DirectionCall, DirectionResult, Engine, RecurrentCall
+from lstmkit.engines.base import (
+    DirectionCall,
+    DirectionResult,
+    Engine,
+    RecurrentCall,
+    RecurrentSpec,
+)
 from lstmkit.intervene import apply as apply_edits
+
+
+def cell_step(
+    spec: RecurrentSpec,
+    p: LayerParams,
+    xp_t: Tensor,
+    state: tuple[Tensor, ...],
+    rmask: Tensor | None,
+    zoneout_t: tuple[Tensor | None, ...],
+    rates: tuple[float, float],
+) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
+    """One step of one layer-direction with its regularisers: the body of the loop below, and
+    a stream's step (lstmkit.nn.stream). xp_t (B, G*H) from input_projection; state as in
+    cell.state_names; rmask (B, H_out) recurrent dropout or None; zoneout_t this step's zoneout
+    masks (h, c) or None each; rates the evaluation-mode zoneout (hidden, cell)."""
+    h_in = state[0] if rmask is None else state[0] * rmask
+    hp = recurrent_projection(h_in, p)  # (B, G*H)
+    new, gates = spec.cell.step(xp_t, hp, state, p, spec.opts)
+    new = tuple(
+        zoneout(old, upd, zm, rate) for old, upd, zm, rate in zip(state, new, zoneout_t, rates)
+    )
+    return new, gates
 
 
 def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     """One layer, one direction, through the cell's own step (any registered cell)."""
     x, state, p, valid, masks = d.x, d.state, d.params, d.valid, d.masks
-    cell, opts = call.cell, call.opts
+    cell = call.cell
     T = x.shape[0]
     xp = input_projection(x, p)  # (T, B, G*H): one matmul for all steps
     zoneout_masks = (masks.zoneout_h, masks.zoneout_c)
@@ -32,13 +60,8 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     record: dict[str, list[Tensor | None]] = {}
     edits = (call.intervention or {}).get(d.layer * call.num_directions + int(d.reverse))
     for t in range(T - 1, -1, -1) if d.reverse else range(T):
-        h_in = state[0] if masks.recurrent is None else state[0] * masks.recurrent
-        hp = recurrent_projection(h_in, p)  # (B, G*H)
-        new, gates = cell.step(xp[t], hp, state, p, opts)
-        new = tuple(
-            zoneout(old, upd, None if zm is None else zm[t], rate)
-            for old, upd, zm, rate in zip(state, new, zoneout_masks, rates)
-        )
+        zoneout_t = tuple(None if zm is None else zm[t] for zm in zoneout_masks)
+        new, gates = cell_step(call.spec, p, xp[t], state, masks.recurrent, zoneout_t, rates)
         if valid is not None:  # hold the state past each sequence's end
             new = tuple(torch.where(valid[t], upd, old) for upd, old in zip(new, state))
         if edits:  # ablation / patching: what every later reader of the state sees

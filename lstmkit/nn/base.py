@@ -230,6 +230,14 @@ class RecurrentBase(nn.Module):
                 p.w_hh = drop_weight(p.w_hh, self.weight_drop)
         return params
 
+    def stream(self, hx=None, batch_size: int = 1):
+        """A lstmkit.nn.stream.Stream: this layer run one time step per call, its state kept
+        between calls (token-by-token inference). hx as forward's (batched); without it the
+        state starts at zero for `batch_size` sequences."""
+        from lstmkit.nn.stream import Stream  # late: the stream imports the engines
+
+        return Stream(self, hx, batch_size)
+
     def forward(self, input, hx=None, lengths=None, return_trace: bool = False, intervention=None):
         """Run the stack. See the class docstring for shapes; returns like torch.nn, plus a
         Trace as a third element when return_trace=True. `intervention` (lstmkit.Intervention)

@@ -27,6 +27,7 @@ from lstmkit.data.vocab import EOS
 from lstmkit.training.checkpoint import LoadedCheckpoint, load_checkpoint
 from lstmkit.training.config import MAX_SEED
 from lstmkit.training.loop import evaluate_stream
+from lstmkit.training.model import TokenStream
 
 # The generated tokens are held in memory and returned at once; at the ~10^4 tokens/s of a
 # small model on a CPU this is already hours, and a larger request is a typo, not a wish.
@@ -87,12 +88,14 @@ def _context(ckpt: LoadedCheckpoint, text: str) -> tuple[list[int], list[str]]:
 
 
 @torch.no_grad()
-def _run_prompt(ckpt: LoadedCheckpoint, ids: list[int]):
+def _run_prompt(ckpt: LoadedCheckpoint, ids: list[int]) -> tuple[torch.Tensor, TokenStream]:
+    """The prompt in one forward call (faster than token by token), then a TokenStream that
+    goes on from its last state: the logits (V,) after the prompt, and the stream."""
     model = ckpt.model.eval()
     device = next(model.parameters()).device
     x = torch.tensor(ids, dtype=torch.long, device=device).view(-1, 1)  # (T, 1)
     logits, hidden = model(x)
-    return logits[-1, 0], hidden  # (V,)
+    return logits[-1, 0], TokenStream(model, hidden)
 
 
 def predict(
@@ -103,7 +106,7 @@ def predict(
     _check_text("prefix", prefix)
     ckpt = _loaded(ckpt)
     ids, _ = _context(ckpt, prefix)
-    logits, _ = _run_prompt(ckpt, ids)
+    logits, _ = _run_prompt(ckpt, ids)  # the stream is not needed: one token only
     probs = F.softmax(logits.float(), dim=-1)
     top = torch.topk(probs, min(k, probs.numel()))
     return [(ckpt.vocab.itos[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
@@ -147,7 +150,7 @@ def sample(
     # no seed: fresh entropy, without reseeding torch's global generator as torch.seed() would
     gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(7), "little"))
     ids, _ = _context(ckpt, prime)
-    logits, hidden = _run_prompt(ckpt, ids)
+    logits, stream = _run_prompt(ckpt, ids)
     device = logits.device
     out: list[int] = []
     for _ in range(length):
@@ -161,9 +164,7 @@ def sample(
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         nxt = int(torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=gen))
         out.append(nxt)
-        step = torch.tensor([[nxt]], dtype=torch.long, device=device)  # (1, 1)
-        step_logits, hidden = ckpt.model(step, hidden)
-        logits = step_logits[-1, 0]
+        logits = stream(torch.tensor([nxt], dtype=torch.long, device=device))[0]  # (V,)
     level = _level(ckpt)
     generated = detokenize(ckpt.vocab.decode(out), level)
     if level == "char":

@@ -171,6 +171,29 @@ class LanguageModel(nn.Module):
         return (logits, hidden, result[2]) if return_trace else (logits, hidden)
 
 
+class TokenStream:
+    """A LanguageModel one token per call, its recurrent state kept between calls (sampling):
+    ids (B,) int64 -> logits (B, V). The recurrent stack runs as a lstmkit.nn.stream.Stream
+    (weights laid out once); the same as model(tokens) one step at a time, in evaluation mode."""
+
+    def __init__(self, model: LanguageModel, hidden=None, batch_size: int = 1) -> None:
+        if model.training:
+            raise ValueError(
+                "a TokenStream runs the model in evaluation mode (no dropout); call model.eval() "
+                "first"
+            )
+        self.model = model
+        self.rnn = model.rnn.stream(hx=hidden, batch_size=batch_size)
+
+    def __call__(self, ids: Tensor) -> Tensor:
+        x = F.embedding(ids, self.model.embedding.weight)  # (B, E)
+        return self.model.decoder(self.rnn(x))  # (B, V)
+
+    @property
+    def hidden(self):
+        return self.rnn.state
+
+
 def detach_hidden(hidden):
     """Cut the graph between BPTT windows while keeping the values (truncated BPTT)."""
     if hidden is None:

@@ -227,7 +227,11 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
   return {dh, dc};
 }
 
+// stream_step.cpp: one step of a whole stack (lstmkit's streams), documented there
+void bind_stream_step(pybind11::module& m);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward_loop", &lstm_forward_loop, "fused LSTM forward time loop");
   m.def("lstm_backward_loop", &lstm_backward_loop, "fused LSTM backward time loop");
+  bind_stream_step(m);
 }

@@ -1,0 +1,76 @@
+"""What the benchmark scripts share: the record of the machine and the code, and interleaved
+timing. Scripts run as `python benchmarks/NAME.py`, so this file is imported as `common`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment() -> dict:
+    """Machine, versions, commit and the command line, for every results file."""
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError) as err:
+            return f"unavailable ({err})"
+
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "load_average_at_start": os.getloadavg(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+    }
+
+
+def interleaved(
+    cases: dict[str, Callable[[], object]], repeats: int, calls: int, warmup: int = 2
+) -> dict[str, dict[str, float]]:
+    """Median and minimum seconds per call of each case. Every repeat times every case once
+    (`calls` calls in a row), in a rotating order, so load from other jobs hits all alike."""
+    names = list(cases)
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            fn = cases[n]
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[n].append((time.perf_counter() - start) / calls)
+    return {n: {"median": statistics.median(v), "min": min(v)} for n, v in times.items()}
+
+
+def write(path: str | os.PathLike, record: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
