@@ -21,6 +21,7 @@ import logging
 
 import torch
 
+from lstmkit.engines.auto import RULES
 from lstmkit.engines.base import Engine, RecurrentCall, RecurrentResult
 
 log = logging.getLogger("lstmkit.engines")
@@ -77,13 +78,22 @@ def select(name: str, call: RecurrentCall) -> tuple[Engine, str]:
         return engine, f"engine={name!r} was requested"
     skipped = []
     compiling = torch.compiler.is_compiling()  # torch.compile or torch.export tracing
-    for engine in sorted(ENGINES.values(), key=lambda e: -e.priority):
+
+    def cannot(engine: Engine) -> str | None:
         reason = _unsupported(engine, call)
         if reason is None and compiling and not engine.traceable:
             reason = (
                 "under torch.compile its kernels run outside the graph (a graph break), and "
                 "torch.export fixes their sequence length"
             )
+        return reason
+
+    for rule in RULES:  # measured exceptions to the priority order (lstmkit.engines.auto)
+        engine = ENGINES.get(rule.engine)
+        if engine is not None and rule.applies(call) and cannot(engine) is None:
+            return engine, f"auto chose {engine.name!r} by the rule {rule.name!r}: {rule.evidence}"
+    for engine in sorted(ENGINES.values(), key=lambda e: -e.priority):
+        reason = cannot(engine)
         if reason is None:
             why = f"auto chose {engine.name!r}"
             if skipped:

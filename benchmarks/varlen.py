@@ -1,0 +1,156 @@
+"""Variable-length batches and resets: lstmkit against torch.nn.LSTM's PackedSequence path.
+
+For each configuration (T steps, B batch, I input, H hidden; one layer, float32; lengths drawn
+uniformly from [T/4, T] with a fixed seed) it times, in one process and interleaved
+(benchmarks/common.py), a training step (forward, loss = output.sum(), backward) and an
+inference forward (torch.no_grad):
+
+    torch padded         torch.nn.LSTM on the padded batch, no lengths (the plain speed)
+    torch packed         torch.nn.LSTM on the PackedSequence (pack_padded_sequence, unsorted)
+    auto lengths=        lstmkit.LSTM(x, lengths=...) with engine="auto"
+    auto packed          lstmkit.LSTM on the same PackedSequence, engine="auto"
+    auto padded          lstmkit.LSTM on the padded batch, no lengths (engine="auto")
+    fused lengths= / native lengths=    the two engines auto chooses between, named
+
+Packing is inside the timed step for torch packed and auto packed (a user packs every batch).
+
+    python benchmarks/varlen.py --threads 1             # the committed run (~4 min)
+    python benchmarks/varlen.py --quick --out /tmp/v.json --md /tmp/v.md   # smoke (~5 s)
+
+Results: benchmarks/results/varlen.json and .md; the rules of engine="auto" that they back are
+in docs/engines.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from common import environment, interleaved, write
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstmkit
+
+CONFIGS = [(200, 32, 128, 128), (100, 64, 256, 256)]
+QUICK_CONFIGS = [(12, 4, 8, 8)]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: python benchmarks/varlen.py --threads 1",
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--repeats", type=int, default=9, help="timed rounds per case (median)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
+    p.add_argument("--out", default="benchmarks/results/varlen.json")
+    p.add_argument("--md", default="benchmarks/results/varlen.md")
+    return p.parse_args(argv)
+
+
+def cases_for(T: int, B: int, I: int, H: int, train: bool) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H)
+    ours = {e: lstmkit.LSTM(I, H, engine=e) for e in ("auto", "fused", "native")}
+    for m in ours.values():
+        m.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(max(1, T // 4), T + 1, (B,), generator=gen)
+    lengths[0] = T
+    x = torch.randn(T, B, I, requires_grad=train)
+
+    def step(module, make_input, **kw):
+        def run():
+            out = module(make_input(), **kw)[0]
+            if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+                out = out.data
+            if train:
+                out.sum().backward()
+                module.zero_grad(set_to_none=True)
+                x.grad = None
+
+        return run
+
+    padded = lambda: x  # noqa: E731
+    packed = lambda: pack_padded_sequence(x, lengths, enforce_sorted=False)  # noqa: E731
+    cases = {
+        "torch padded": step(ref, padded),
+        "torch packed": step(ref, packed),
+        "auto lengths=": step(ours["auto"], padded, lengths=lengths),
+        "auto packed": step(ours["auto"], packed),
+        "auto padded": step(ours["auto"], padded),
+        "fused lengths=": step(ours["fused"], padded, lengths=lengths),
+        "native lengths=": step(ours["native"], padded, lengths=lengths),
+    }
+    return cases, ours
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    repeats = 3 if args.quick else args.repeats
+    rows = []
+    for T, B, I, H in configs:
+        for mode in ("train", "inference"):
+            cases, ours = cases_for(T, B, I, H, mode == "train")
+            with torch.set_grad_enabled(mode == "train"):
+                times = interleaved(cases, repeats, calls=1)
+                ours["auto"](torch.randn(T, B, I), lengths=torch.full((B,), T))
+            med = {n: t["median"] for n, t in times.items()}
+            row = {
+                "T": T, "B": B, "I": I, "H": H, "mode": mode,
+                "ms": {n: v * 1e3 for n, v in med.items()},
+                "vs_torch_packed": {n: v / med["torch packed"] for n, v in med.items()},
+                "auto_engine_for_lengths": ours["auto"].last_engine,
+                "auto_reason_for_lengths": ours["auto"].last_engine_reason,
+            }  # fmt: skip
+            rows.append(row)
+            print(
+                f"T={T} B={B} I={I} H={H} {mode}: "
+                + ", ".join(f"{n} {v:.3f}x" for n, v in row["vs_torch_packed"].items()),
+                flush=True,
+            )
+    record = {"environment": environment(), "repeats": repeats, "rows": rows}
+    write(args.out, record)
+    lines = markdown(record)
+    print("\n".join(lines))
+    with open(args.md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return 0
+
+
+def markdown(record: dict) -> list[str]:
+    env = record["environment"]
+    names = list(record["rows"][0]["ms"])
+    lines = [
+        "# Variable-length batches (one layer, float32, lengths uniform in [T/4, T])",
+        "",
+        f"`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
+        f"{env['torch_threads']} thread(s), commit {env['git_commit'][:7]}"
+        f"{' (dirty)' if env['git_dirty'] else ''}, {env['date_utc']}. Medians of "
+        f"{record['repeats']} interleaved rounds; milliseconds, and in brackets the ratio to "
+        "torch packed. train = forward + backward; inference = forward under torch.no_grad.",
+        "",
+        "| T, B, I, H | mode | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for r in record["rows"]:
+        cells = [f"{r['ms'][n]:.2f} ({r['vs_torch_packed'][n]:.2f}x)" for n in names]
+        lines.append(
+            f"| {r['T']}, {r['B']}, {r['I']}, {r['H']} | {r['mode']} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "auto's choice with lengths=: "
+        + "; ".join(
+            f"{r['mode']} at T={r['T']}: {r['auto_engine_for_lengths']}" for r in record["rows"]
+        ),
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
