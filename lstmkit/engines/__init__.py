@@ -62,6 +62,8 @@ def check_engine_name(name: str) -> None:
 def _unsupported(engine: Engine, call: RecurrentCall) -> str | None:
     if call.intervention is not None and not engine.supports_interventions:
         return "interventions (ablation / patching) are not in its kernels"
+    if call.resets is not None and not engine.supports_resets:
+        return "per-sample resets are not in its kernels"
     return engine.unsupported(call)
 
 

@@ -77,6 +77,9 @@ class RecurrentCall:
     return_trace: bool = False
     # lstmkit.intervene.bind(...): {layer * D + direction: edits}, or None (no intervention)
     intervention: dict | None = None
+    # (T, B) bool, time-major, on x's device, or None: True where sequence b's state goes back
+    # to its initial state (hx's row b) before step t; False at and past each length
+    resets: Tensor | None = None
 
     def __getattr__(self, name: str):
         if name == "spec":  # not set yet (copy / unpickle): no recursion
@@ -98,7 +101,12 @@ class RecurrentCall:
 @dataclass
 class DirectionCall:
     """One layer and direction. x (T, B, I) time-major; state as in cell.state_names, (B, H_out)
-    and (B, H); valid (T, B, 1) bool or None (all full length); masks never None."""
+    and (B, H); valid (T, B, 1) bool or None (all full length); masks never None.
+
+    reset (T, B, 1) bool or None, in this direction's own terms: True where the state entering
+    step t is the initial state (`state`) instead of the previous step's. For the forward
+    direction that is call.resets; the reverse direction crosses a boundary t the other way,
+    entering step t - 1 afresh (see direction_resets)."""
 
     x: Tensor
     state: tuple[Tensor, ...]
@@ -107,6 +115,7 @@ class DirectionCall:
     reverse: bool
     valid: Tensor | None
     masks: StepMasks = field(default_factory=StepMasks)
+    reset: Tensor | None = None
 
 
 @dataclass
@@ -137,6 +146,8 @@ class Engine(ABC):
     # applies call.intervention (ablation / patching, lstmkit.intervene); an engine that does not
     # is never given one: select() refuses it for them, so none can silently ignore an edit
     supports_interventions: bool = False
+    # applies DirectionCall.reset (per-sample resets); select() refuses resets to the others
+    supports_resets: bool = False
 
     @abstractmethod
     def unsupported(self, call: RecurrentCall) -> str | None:
@@ -166,12 +177,25 @@ def valid_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor |
     return (steps < lengths.to(device)[None, :]).unsqueeze(-1)
 
 
+def direction_resets(resets: Tensor | None, reverse: bool) -> Tensor | None:
+    """call.resets (T, B) -> DirectionCall.reset (T, B, 1). A boundary before step t separates
+    t - 1 from t: going forward, step t starts afresh; going backward, step t - 1 does."""
+    if resets is None:
+        return None
+    if not reverse:
+        return resets.unsqueeze(-1)
+    shifted = torch.zeros_like(resets)
+    shifted[:-1] = resets[1:]
+    return shifted.unsqueeze(-1)
+
+
 def run_stack(engine: Engine, call: RecurrentCall) -> RecurrentResult:
     """Every layer and direction through engine.run_direction; dropout between layers (torch's
     RNG, so two engines given the same seed draw the same masks); states and traces gathered."""
     x = call.x.transpose(0, 1) if call.batch_first else call.x  # (T, B, I)
     valid = valid_mask(call.lengths, x.shape[0], x.device)
     D = call.num_directions
+    resets = [direction_resets(call.resets, reverse=d == 1) for d in range(D)]
     finals: list[tuple[Tensor, ...]] = []
     records: list[dict[str, Tensor]] = []
     layer_input = x
@@ -187,6 +211,7 @@ def run_stack(engine: Engine, call: RecurrentCall) -> RecurrentResult:
                 reverse=direction == 1,
                 valid=valid,
                 masks=call.masks[k] if call.masks is not None else StepMasks(),
+                reset=resets[direction],
             )
             result = engine.run_direction(call, d)
             outs.append(result.output)

@@ -60,7 +60,7 @@ def _common(call: RecurrentCall, d: DirectionCall, p: LayerParams) -> dict:
     """The operator arguments every cell shares (names as in the op schemas)."""
     rate_h, rate_c = call.eval_zoneout
     return dict(
-        w_hh=p.w_hh, ln_hh=p.ln_hh, rmask=d.masks.recurrent, valid=d.valid,
+        w_hh=p.w_hh, ln_hh=p.ln_hh, rmask=d.masks.recurrent, valid=d.valid, reset=d.reset,
         zoneout_h=d.masks.zoneout_h, zoneout_c=d.masks.zoneout_c, rate_h=rate_h,
         rate_c=rate_c, reverse=d.reverse,
     )  # fmt: skip
@@ -122,6 +122,7 @@ CELLS: dict[Cell, object] = {LSTM: _lstm, GRU: _single_state, RNN: _single_state
 class FusedEngine(Engine):
     name = "fused"
     priority = 50  # below native (exact torch kernels), above reference (the readable loop)
+    supports_resets = True
 
     def unsupported(self, call: RecurrentCall) -> str | None:
         if torch.onnx.is_in_onnx_export():

@@ -34,6 +34,7 @@ class DirectionConfig:
     masks: StepMasks
     rates: tuple[float, float]  # eval-mode zoneout (hidden, cell); 0 in training
     keep_hp: bool  # GRU: the backward needs W_hn h_{t-1} + b_hn
+    reset: Tensor | None = None  # (T, B, 1) bool: the state entering step t is the initial one
 
     @property
     def zoneout_on(self) -> bool:
@@ -59,15 +60,21 @@ class DirectionConfig:
         return a
 
 
-def previous_states(states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
-    """(T, B, *) states after each step -> the state each step started from (T, B, *)."""
+def previous_states(states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None):
+    """(T, B, *) states after each step -> the state each step started from (T, B, *): the
+    previous step's, or s0 (B, *) first and wherever reset (T, B, 1) is True."""
     if reverse:
-        return torch.cat([states[1:], s0.unsqueeze(0)])
-    return torch.cat([s0.unsqueeze(0), states[:-1]])
+        shifted = torch.cat([states[1:], s0.unsqueeze(0)])
+    else:
+        shifted = torch.cat([s0.unsqueeze(0), states[:-1]])
+    return shifted if reset is None else torch.where(reset, s0, shifted)
 
 
-def mul_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
-    """dst (T, B, *) *= the previous states, in place, without building the shifted stack."""
+def mul_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=None) -> Tensor:
+    """dst (T, B, *) *= the previous states, in place (without resets, without building the
+    shifted stack)."""
+    if reset is not None:
+        return dst.mul_(previous_states(states, s0, reverse, reset))
     if reverse:
         dst[:-1].mul_(states[1:])
         dst[-1].mul_(s0)
@@ -77,8 +84,10 @@ def mul_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Ten
     return dst
 
 
-def add_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+def add_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=None) -> Tensor:
     """dst (T, B, *) += the previous states, in place."""
+    if reset is not None:
+        return dst.add_(previous_states(states, s0, reverse, reset))
     if reverse:
         dst[:-1].add_(states[1:])
         dst[-1].add_(s0)
@@ -88,8 +97,10 @@ def add_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Ten
     return dst
 
 
-def sum_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+def sum_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=None) -> Tensor:
     """sum over t, b of d_t * state_{t-1}: (T, B, H) -> (H,)."""
+    if reset is not None:
+        return (d * previous_states(states, s0, reverse, reset)).sum((0, 1))
     if reverse:
         return (d[:-1] * states[1:]).sum((0, 1)) + (d[-1] * s0).sum(0)
     return (d[1:] * states[:-1]).sum((0, 1)) + (d[0] * s0).sum(0)
@@ -105,6 +116,42 @@ def matmul_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool) -
         inner, first = (d[1:], states[:-1]), (d[0], s0)
     out = first[0].t() @ first[1]
     return out.addmm_(inner[0].reshape(-1, N).t(), inner[1].reshape(-1, M))
+
+
+def reset_steps(reset: Tensor | None) -> frozenset[int]:
+    """The steps t where some sequence starts afresh (one device sync per direction)."""
+    if reset is None:
+        return frozenset()
+    return frozenset(torch.nonzero(reset.reshape(reset.shape[0], -1).any(dim=1)).view(-1).tolist())
+
+
+def restart(t: int, steps: frozenset[int], reset, initial, state) -> tuple[Tensor, ...]:
+    """The state entering step t: `state`, with the initial state's rows where reset[t]."""
+    if t not in steps:
+        return state
+    return tuple(torch.where(reset[t], s0, s) for s0, s in zip(initial, state))
+
+
+class ResetGrad:
+    """The backward of a reset: the gradient reaching the state that entered step t goes, on
+    the rows reset at t, to the initial state instead of to the previous step."""
+
+    def __init__(self, reset: Tensor | None) -> None:
+        self.reset, self.steps = reset, reset_steps(reset)
+        self.to_initial: Tensor | None = None
+
+    def __call__(self, t: int, d: Tensor | None) -> Tensor | None:
+        """d (B, *) = d loss / d (state entering step t) -> what reaches step t - 1."""
+        if t not in self.steps or d is None:
+            return d
+        r = self.reset[t]
+        moved = torch.where(r, d, 0.0)
+        self.to_initial = moved if self.to_initial is None else self.to_initial + moved
+        return torch.where(r, 0.0, d)
+
+    def initial(self, d0: Tensor) -> Tensor:
+        """d0: the gradient carried past the first step -> the initial state's whole gradient."""
+        return d0 if self.to_initial is None else d0 + self.to_initial
 
 
 def visit_order(T: int, reverse: bool) -> list[int]:
@@ -141,8 +188,8 @@ class RecurrentProjectionGrad:
         self.w_hh, self.ln_hh, self.rmask = p.w_hh, p.ln_hh, masks.recurrent
         self.Hs, self.h0, self.reverse = Hs, h0, cfg.reverse
         self.h_in = None  # (T, B, H_out), built only when the plain shifted states will not do
-        if self.rmask is not None or self.ln_hh is not None:
-            self.h_in = previous_states(Hs, h0, cfg.reverse)
+        if self.rmask is not None or self.ln_hh is not None or cfg.reset is not None:
+            self.h_in = previous_states(Hs, h0, cfg.reverse, cfg.reset)
             if self.rmask is not None:
                 self.h_in.mul_(self.rmask)
         self.ln_hh_grad = None  # the gain's gradient, where a compiled loop summed it

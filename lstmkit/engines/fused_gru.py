@@ -25,8 +25,11 @@ from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.fused_common import (
     DirectionConfig,
     RecurrentProjectionGrad,
+    ResetGrad,
     add_all,
     add_previous_,
+    reset_steps,
+    restart,
     split_state_grad,
     visit_order,
 )
@@ -104,7 +107,9 @@ def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
     hps = StepRows(T) if cfg.keep_hp and hp_stack is None else None
     zoneout_masks = (masks.zoneout_h, masks.zoneout_c)
     zoneout_on, valid, rmask = cfg.zoneout_on, cfg.valid, masks.recurrent
+    initial, restarts = state, reset_steps(cfg.reset)
     for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
+        state = restart(t, restarts, cfg.reset, initial, state)  # per-sample resets
         h_in = state[0] if rmask is None else state[0] * rmask
         new, step_gates, hp = step(t, h_in, state)
         if zoneout_on:
@@ -140,7 +145,7 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
     Cn.addcmul_(Cn, z, value=-1)  # (1 - z)(1 - n^2)
     Q = torch.empty(T, B, 3, H, dtype=Hs.dtype, device=Hs.device)
     Q[:, :, 0].copy_(r).addcmul_(r, r, value=-1).mul_(hn).mul_(Cn)
-    Qz = add_previous_(Q[:, :, 1].copy_(n).neg_(), Hs, h0, cfg.reverse)  # h_{t-1} - n
+    Qz = add_previous_(Q[:, :, 1].copy_(n).neg_(), Hs, h0, cfg.reverse, cfg.reset)  # h_{t-1} - n
     Qz.mul_(z).addcmul_(Qz, z, value=-1)  # (h_{t-1} - n) z (1 - z)
     Q[:, :, 2].copy_(Cn).mul_(r)
     EQ = En = None
@@ -155,6 +160,7 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
     dpre_n = torch.empty_like(Hs)  # the n block of d loss / d xp (the r, z blocks equal dhp's)
     a_h = cfg.keep_coefficient(0, Hs.dtype)
     rec = RecurrentProjectionGrad(cfg, Hs, h0)
+    resets = ResetGrad(cfg.reset)
     order = visit_order(T, cfg.reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
     for k, t in enumerate(order):
@@ -167,10 +173,13 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
         direct = torch.addcmul(hold, dhn, z[t]) if hold is not None else dhn * z[t]
-        dh = rec.step(t, dp.view(B, 3 * H), add_all(dH_next, direct))
+        if resets.reset is None:
+            dh = rec.step(t, dp.view(B, 3 * H), add_all(dH_next, direct))
+        else:  # d h_{t-1} = (what entered step t, unless reset) + d output_{t-1}
+            dh = add_all(resets(t, rec.step(t, dp.view(B, 3 * H), direct)), dH_next)
     dhp = dhp.view(T, B, 3 * H)
     dxp = torch.cat([dhp[..., : 2 * H], dpre_n], dim=-1)  # (T, B, 3H)
-    grads = {"xp": dxp, "h0": dh}
+    grads = {"xp": dxp, "h0": resets.initial(dh)}
     grads.update(rec.weight_grads(dhp, needs))
     return grads
 
@@ -185,6 +194,7 @@ def rnn_backward(cfg, h0, Hs, Hn, dH, needs) -> dict:
     dpre = torch.empty_like(Hs)  # (T, B, H) = d loss / d xp = d loss / d hp
     a_h = cfg.keep_coefficient(0, Hs.dtype)
     rec = RecurrentProjectionGrad(cfg, Hs, h0)
+    resets = ResetGrad(cfg.reset)
     order = visit_order(T, cfg.reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
     for k, t in enumerate(order):
@@ -192,7 +202,10 @@ def rnn_backward(cfg, h0, Hs, Hn, dH, needs) -> dict:
         dp = torch.mul(dhn, deriv[t], out=dpre[t])
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
-        dh = rec.step(t, dp, add_all(dH_next, hold))
-    grads = {"xp": dpre, "h0": dh}
+        if resets.reset is None:
+            dh = rec.step(t, dp, add_all(dH_next, hold))
+        else:  # d h_{t-1} = (what entered step t, unless reset) + d output_{t-1}
+            dh = add_all(resets(t, rec.step(t, dp, hold)), dH_next)
+    grads = {"xp": dpre, "h0": resets.initial(dh)}
     grads.update(rec.weight_grads(dpre, needs))
     return grads

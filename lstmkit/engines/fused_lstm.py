@@ -37,10 +37,13 @@ from lstmkit.cells.regularizers import zoneout
 from lstmkit.engines.cpu_loops import cpu_loops, usable
 from lstmkit.engines.fused_common import (
     RecurrentProjectionGrad,
+    ResetGrad,
     add_all,
     add_previous_,
     layer_norm_input_grad,
     mul_previous_,
+    reset_steps,
+    restart,
     split_state_grad,
     sum_with_previous,
     visit_order,
@@ -72,8 +75,9 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
         w_hr_t = None if p.w_hr is None else p.w_hr.t().contiguous()  # (H, P)
         compiled.lstm_forward_loop(
             xp, h0.contiguous(), c0.contiguous(), w_t, _dense(p.w_peep), masks.recurrent,
-            valid_rows, _dense(p.ln_hh), raw, _dense(p.ln_c_w), _dense(p.ln_c_b), zo_h, zo_c,
-            Cn, w_hr_t, LN_EPS, cfg.opts.coupled, cfg.reverse, A, Cs, Hs,
+            valid_rows, _valid_rows(cfg.reset), _dense(p.ln_hh), raw, _dense(p.ln_c_w),
+            _dense(p.ln_c_b), zo_h, zo_c, Cn, w_hr_t, LN_EPS, cfg.opts.coupled, cfg.reverse,
+            A, Cs, Hs,
         )  # fmt: skip
         # without zoneout, held rows (lengths) are never read through Cn: Cs serves
         return Hs, Cs, Cs if Cn is None else Cn, A, raw
@@ -82,7 +86,9 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     work = torch.empty_like(c0)  # (B, H) scratch for tanh(c)
     zh, zc = masks.zoneout_h, masks.zoneout_c
     h, c = h0, c0
+    restarts = reset_steps(cfg.reset)
     for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
+        h, c = restart(t, restarts, cfg.reset, (h0, c0), (h, c))  # per-sample resets
         h_in = h if masks.recurrent is None else h * masks.recurrent
         a = A[t]  # (B, G*H)
         if raw is None:
@@ -131,7 +137,7 @@ def _dense_all(xs) -> list[Tensor | None]:
 
 
 def _valid_rows(valid: Tensor | None) -> Tensor | None:
-    """(T, B, 1) bool -> (T, B) contiguous bool for the compiled loops."""
+    """(T, B, 1) bool (lengths or resets) -> (T, B) contiguous bool for the compiled loops."""
     return None if valid is None else valid[..., 0].contiguous()
 
 
@@ -170,9 +176,9 @@ def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_act
     blk["g"].copy_(g).mul_(g).mul_(i).neg_().add_(i)  # Cg = i (1 - g^2)
     _sigmoid_grad_(blk["f"], f)
     if coupled:  # i = 1 - f: Cf = (c_{t-1} - g) f (1 - f)
-        blk["f"].mul_(add_previous_(torch.neg(g), Cs, c0, reverse))
+        blk["f"].mul_(add_previous_(torch.neg(g), Cs, c0, reverse, cfg.reset))
     else:
-        mul_previous_(blk["f"], Cs, c0, reverse)  # Cf = c_{t-1} f (1 - f)
+        mul_previous_(blk["f"], Cs, c0, reverse, cfg.reset)  # Cf = c_{t-1} f (1 - f)
         _sigmoid_grad_(blk["i"], i).mul_(g)  # Ci = g i (1 - i)
     E = Ec = Ef = None
     if d_act is not None:  # the trace's own gradient, d loss / d activation -> d pre
@@ -215,6 +221,7 @@ def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
     d_hnew = torch.empty_like(Hs) if p.w_hr is not None else None  # for dW_hr after the loop
     d_ctil = torch.empty_like(Cs) if ln_stats is not None else None  # for the LN_c gain
     order = visit_order(T, reverse)
+    resets_h, resets_c = ResetGrad(cfg.reset), ResetGrad(cfg.reset)
     for k, t in enumerate(order):
         dhn, hold_h = split_state_grad(dh, a_h, t)
         dcn, hold_c = split_state_grad(dc, a_c, t)
@@ -242,8 +249,13 @@ def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
             dc_prev += hold_c
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
-        dh = rec.step(t, dp.view(B, G * H), add_all(dH_next, hold_h))
+        if cfg.reset is None:
+            dh = rec.step(t, dp.view(B, G * H), add_all(dH_next, hold_h))
+        else:  # d h_{t-1} = (what entered step t, unless reset) + d output_{t-1}
+            dh = add_all(resets_h(t, rec.step(t, dp.view(B, G * H), hold_h)), dH_next)
+            dc_prev = resets_c(t, dc_prev)
         dc = dc_prev if (nxt is None or dC is None) else dc_prev + dC[nxt]
+    dh, dc = resets_h.initial(dh), resets_c.initial(dc)
     return dpre, dh, dc, d_hnew, d_ctil, tc, ln_stats
 
 
@@ -284,7 +296,8 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
         sums = {"o": (dpre[:, :, G - 1] * c_new).sum((0, 1))}
         for name in ("i", "f"):
             if name in layout:
-                sums[name] = sum_with_previous(dpre[:, :, layout.index(name)], Cs, c0, reverse)
+                d_gate = dpre[:, :, layout.index(name)]
+                sums[name] = sum_with_previous(d_gate, Cs, c0, reverse, cfg.reset)
         grads["w_peep"] = torch.cat([sums[name] for name in peephole_layout(coupled)])
     if ln_c_sums is not None:  # summed inside the compiled loop
         grads["ln_c_w"], grads["ln_c_b"] = ln_c_sums[0], ln_c_sums[1]
@@ -324,7 +337,7 @@ def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
     dH, dC = d_seq
     dh, dc = compiled.lstm_backward_loop(
         act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
-        cfg.masks.recurrent, valid_rows, *_dense_all(hh), *_dense_all(lnc), *zo,
-        _dense(p.w_hr), d_hnew, dh, dc, coupled, cfg.reverse, dpre,
+        cfg.masks.recurrent, valid_rows, _valid_rows(cfg.reset), *_dense_all(hh),
+        *_dense_all(lnc), *zo, _dense(p.w_hr), d_hnew, dh, dc, coupled, cfg.reverse, dpre,
     )  # fmt: skip
     return dpre.view(T, B, act.shape[-1] // H, H), dh, dc, d_hnew, tc, ln_c_sums

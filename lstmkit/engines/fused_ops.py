@@ -44,7 +44,7 @@ LSTM_WEIGHTS = ("w_hh", "w_hr", "w_peep", "ln_hh", "ln_c_w", "ln_c_b")
 H_WEIGHTS = ("w_hh", "b_hh", "ln_hh")  # GRU and RNN
 
 
-def _config(cell, p: LayerParams, masks: StepMasks, valid, rates, reverse, **opts):
+def _config(cell, p: LayerParams, masks: StepMasks, valid, reset, rates, reverse, **opts):
     return DirectionConfig(
         cell=cell,
         opts=CellOptions(**opts),
@@ -54,6 +54,7 @@ def _config(cell, p: LayerParams, masks: StepMasks, valid, rates, reverse, **opt
         masks=masks,
         rates=rates,
         keep_hp=cell is GRU,
+        reset=reset,
     )
 
 
@@ -76,6 +77,7 @@ def lstm_direction(
     ln_c_b: Tensor | None,  # (H) shift of LN_c
     rmask: Tensor | None,  # (B, P)
     valid: Tensor | None,  # (T, B, 1) bool
+    reset: Tensor | None,  # (T, B, 1) bool: the state entering step t is (h0, c0)
     zoneout_h: Tensor | None,  # (T, B, P)
     zoneout_c: Tensor | None,  # (T, B, H)
     rate_h: float,
@@ -88,7 +90,7 @@ def lstm_direction(
     zoneout, or (0,) without zoneout; raw (T, B, G*H) = W_hh h_in before LN_hh, or (0,)."""
     p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
-    cfg = _config(LSTM, p, masks, valid, (rate_h, rate_c), reverse, coupled=coupled)
+    cfg = _config(LSTM, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled)
     Hs, Cs, Cn, A, raw = lstm_forward(cfg, xp, h0, c0)
     last = Cs[0 if reverse else -1].clone()
     Cn = Cn if cfg.zoneout_on else None  # else Cs serves (held rows get no gradient)
@@ -96,8 +98,8 @@ def lstm_direction(
 
 
 @lstm_direction.register_fake
-def _(xp, h0, c0, w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b, rmask, valid, zoneout_h, zoneout_c,
-      rate_h, rate_c, coupled, reverse):  # fmt: skip
+def _(xp, h0, c0, w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b, rmask, valid, reset, zoneout_h,
+      zoneout_c, rate_h, rate_c, coupled, reverse):  # fmt: skip
     T, B, _ = xp.shape
     H, P = c0.shape[-1], h0.shape[-1]
     zoneout_on = zoneout_h is not None or zoneout_c is not None or rate_h > 0 or rate_c > 0
@@ -134,6 +136,7 @@ def lstm_direction_backward(
     ln_c_b: Tensor | None,
     rmask: Tensor | None,
     valid: Tensor | None,
+    reset: Tensor | None,
     zoneout_h: Tensor | None,
     zoneout_c: Tensor | None,
     rate_h: float,
@@ -145,7 +148,7 @@ def lstm_direction_backward(
     """-> d xp, d h0, d c0, then d of each of LSTM_WEIGHTS ((0,) where absent or not needed)."""
     p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
-    cfg = _config(LSTM, p, masks, valid, (rate_h, rate_c), reverse, coupled=coupled)
+    cfg = _config(LSTM, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled)
     want = dict(zip(LSTM_WEIGHTS, needs), b_hh=False)
     saved = (Hs, Cs, absent(Cn) if absent(Cn) is not None else Cs, A, absent(raw))
     g = lstm_backward(cfg, h0, c0, saved, (dHs, dCs, dc_last), dA, want)
@@ -156,7 +159,7 @@ def lstm_direction_backward(
 
 @lstm_direction_backward.register_fake
 def _(dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, w_hh, w_hr, w_peep, ln_hh, ln_c_w,
-      ln_c_b, rmask, valid, zoneout_h, zoneout_c, rate_h, rate_c, coupled, reverse,
+      ln_c_b, rmask, valid, reset, zoneout_h, zoneout_c, rate_h, rate_c, coupled, reverse,
       needs):  # fmt: skip
     weights = _weight_grads_fake((w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b), needs, w_hh)
     return torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0), *weights
@@ -182,7 +185,7 @@ class LSTMDirection(torch.autograd.Function):
         a = dict(zip(LSTM_INPUTS, inputs))
         ctx.weights_given = [a[k] is not None for k in LSTM_WEIGHTS]
         ctx.flags = (a["rate_h"], a["rate_c"], a["coupled"], a["reverse"])
-        tensors = ("h0", "c0", *LSTM_WEIGHTS, "rmask", "valid", "zoneout_h", "zoneout_c")
+        tensors = ("h0", "c0", *LSTM_WEIGHTS, "rmask", "valid", "reset", "zoneout_h", "zoneout_c")
         ctx.save_for_backward(Hs, Cs, A, Cn, raw, *(a[k] for k in tensors))
 
     @staticmethod
@@ -206,22 +209,24 @@ lstm_direction.register_autograd(LSTMDirection.backward, setup_context=LSTMDirec
 
 
 # ---- GRU and RNN: one state -------------------------------------------------------------------
-def _h_forward(cell, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu):
+def _h_forward(
+    cell, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, relu
+):
     p = LayerParams(None, w_hh, b_hh=b_hh, ln_hh=ln_hh)
     masks = StepMasks(rmask, zoneout_h)
     nonlinearity = "relu" if relu else "tanh"
-    cfg = _config(cell, p, masks, valid, (rate_h, 0.0), reverse, nonlinearity=nonlinearity)
+    cfg = _config(cell, p, masks, valid, reset, (rate_h, 0.0), reverse, nonlinearity=nonlinearity)
     (Hs,), (Hn,), gates, hp = forward_loop(cfg, xp, (h0,))
     Hn = Hn if cfg.zoneout_on else None  # else Hs serves
     gates = torch.stack(list(gates.values())) if gates else None  # (3, T, B, H) r, z, n
     return Hs, present(Hn, xp), present(gates, xp), present(hp, xp)
 
 
-def _h_backward(cell, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h,
-                rate_h, reverse, relu, needs):  # fmt: skip
+def _h_backward(cell, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid, reset,
+                zoneout_h, rate_h, reverse, relu, needs):  # fmt: skip
     p = LayerParams(None, w_hh, b_hh=b_hh, ln_hh=ln_hh)
     nonlinearity = "relu" if relu else "tanh"
-    cfg = _config(cell, p, StepMasks(rmask, zoneout_h), valid, (rate_h, 0.0), reverse,
+    cfg = _config(cell, p, StepMasks(rmask, zoneout_h), valid, reset, (rate_h, 0.0), reverse,
                   nonlinearity=nonlinearity)  # fmt: skip
     want = dict(zip(H_WEIGHTS, needs))
     Hn = absent(Hn) if absent(Hn) is not None else Hs
@@ -244,6 +249,7 @@ def gru_direction(
     ln_hh: Tensor | None,  # (3H)
     rmask: Tensor | None,  # (B, H)
     valid: Tensor | None,  # (T, B, 1) bool
+    reset: Tensor | None,  # (T, B, 1) bool: the state entering step t is h0
     zoneout_h: Tensor | None,  # (T, B, H)
     rate_h: float,
     reverse: bool,
@@ -251,7 +257,7 @@ def gru_direction(
     """-> Hs (T, B, H); Hn (T, B, H) before zoneout, or (0,); gates (3, T, B, H) r, z, n;
     hp (T, B, 3H) = LN_hh(W_hh h_in) + b_hh."""
     return _h_forward(
-        GRU, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, False
+        GRU, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, False
     )
 
 
@@ -264,6 +270,7 @@ def rnn_direction(
     ln_hh: Tensor | None,  # (H)
     rmask: Tensor | None,  # (B, H)
     valid: Tensor | None,  # (T, B, 1) bool
+    reset: Tensor | None,  # (T, B, 1) bool: the state entering step t is h0
     zoneout_h: Tensor | None,  # (T, B, H)
     rate_h: float,
     reverse: bool,
@@ -272,11 +279,11 @@ def rnn_direction(
     """-> Hs (T, B, H); Hn (T, B, H) before zoneout, or (0,); (0,); (0,) (the GRU's gates and
     projections: an RNN has none)."""
     return _h_forward(
-        RNN, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu
+        RNN, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, relu
     )
 
 
-def _h_fake(xp, h0, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu=None):
+def _h_fake(xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, relu=None):
     T, B, _ = xp.shape
     H = h0.shape[-1]
     zoneout_on = zoneout_h is not None or rate_h > 0
@@ -305,6 +312,7 @@ def gru_direction_backward(
     ln_hh: Tensor | None,
     rmask: Tensor | None,
     valid: Tensor | None,
+    reset: Tensor | None,
     zoneout_h: Tensor | None,
     rate_h: float,
     reverse: bool,
@@ -312,7 +320,7 @@ def gru_direction_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> d xp, d h0, then d of each of H_WEIGHTS ((0,) where absent or not needed)."""
     return _h_backward(GRU, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid,
-                       zoneout_h, rate_h, reverse, False, needs)  # fmt: skip
+                       reset, zoneout_h, rate_h, reverse, False, needs)  # fmt: skip
 
 
 @torch.library.custom_op("lstmkit::rnn_direction_backward", mutates_args=())
@@ -326,6 +334,7 @@ def rnn_direction_backward(
     ln_hh: Tensor | None,
     rmask: Tensor | None,
     valid: Tensor | None,
+    reset: Tensor | None,
     zoneout_h: Tensor | None,
     rate_h: float,
     reverse: bool,
@@ -334,18 +343,19 @@ def rnn_direction_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> d xp, d h0, then d of each of H_WEIGHTS ((0,) where absent or not needed)."""
     return _h_backward(RNN, dHs, None, h0, Hs, Hn, None, None, w_hh, b_hh, ln_hh, rmask, valid,
-                       zoneout_h, rate_h, reverse, relu, needs)  # fmt: skip
+                       reset, zoneout_h, rate_h, reverse, relu, needs)  # fmt: skip
 
 
 @gru_direction_backward.register_fake
-def _(dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse,
-      needs):  # fmt: skip
+def _(dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h,
+      reverse, needs):  # fmt: skip
     weights = _weight_grads_fake((w_hh, b_hh, ln_hh), needs, w_hh)
     return torch.empty_like(hp), torch.empty_like(h0), *weights
 
 
 @rnn_direction_backward.register_fake
-def _(dHs, h0, Hs, Hn, w_hh, b_hh, ln_hh, rmask, valid, zoneout_h, rate_h, reverse, relu, needs):
+def _(dHs, h0, Hs, Hn, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, relu,
+      needs):  # fmt: skip
     weights = _weight_grads_fake((w_hh, b_hh, ln_hh), needs, w_hh)
     return torch.empty_like(Hs), torch.empty_like(h0), *weights
 
@@ -379,7 +389,7 @@ class HDirection(torch.autograd.Function):
         ctx.cell_name, ctx.names = cell_name, names
         ctx.given = [a[k] is not None for k in H_WEIGHTS]
         ctx.flags = (a["rate_h"], a["reverse"]) + ((a["relu"],) if cell_name == "RNN" else ())
-        tensors = ("h0", *H_WEIGHTS, "rmask", "valid", "zoneout_h")
+        tensors = ("h0", *H_WEIGHTS, "rmask", "valid", "reset", "zoneout_h")
         ctx.save_for_backward(Hs, Hn, G, hp, *(a[k] for k in tensors))
 
     @staticmethod

@@ -238,11 +238,21 @@ class RecurrentBase(nn.Module):
 
         return Stream(self, hx, batch_size)
 
-    def forward(self, input, hx=None, lengths=None, return_trace: bool = False, intervention=None):
+    def forward(
+        self,
+        input,
+        hx=None,
+        lengths=None,
+        return_trace: bool = False,
+        intervention=None,
+        resets=None,
+    ):
         """Run the stack. See the class docstring for shapes; returns like torch.nn, plus a
         Trace as a third element when return_trace=True. `intervention` (lstmkit.Intervention)
-        ablates or patches states during the run (lstmkit.intervene)."""
-        prep = inputs.prepare(self, input, hx, lengths)
+        ablates or patches states during the run (lstmkit.intervene). `resets` (T, B) bool
+        ((B, T) with batch_first, (T,) unbatched): True where sequence b starts afresh at step t,
+        from its initial state (hx's row b, zeros without hx), as if the segments ran apart."""
+        prep = inputs.prepare(self, input, hx, lengths, resets)
         x = prep.x
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         call = RecurrentCall(
@@ -255,6 +265,7 @@ class RecurrentBase(nn.Module):
             masks=self._sample_masks(T, B, x),
             return_trace=return_trace,
             intervention=None if intervention is None else bind(intervention, self.spec, T, B),
+            resets=prep.resets,
         )
         engine, why = engines.select(self.engine, call)
         self.last_engine, self.last_engine_reason = engine.name, why

@@ -25,6 +25,7 @@ class Prepared:
     lengths: Tensor | None  # (B,) int64 on CPU
     batched: bool
     packed: PackedSequence | None  # the caller's PackedSequence, to pack the output alike
+    resets: Tensor | None = None  # (T, B) bool, time-major, on x's device (RecurrentCall's)
 
 
 def _check_tensor(what: str, t: Tensor, dtype: torch.dtype, device: torch.device) -> None:
@@ -138,7 +139,35 @@ def _check_packed(p: PackedSequence) -> None:
         )
 
 
-def prepare(module, input, hx, lengths) -> Prepared:
+def _check_resets(resets, T: int, B: int, module, batched: bool, lengths, device) -> Tensor:
+    """The caller's resets -> (T, B) bool, time-major, on `device`, False past each length (a
+    reset after a sequence's end would change its held final state)."""
+    if not isinstance(resets, Tensor) or resets.dtype != torch.bool:
+        got = resets.dtype if isinstance(resets, Tensor) else type(resets).__name__
+        raise TypeError(
+            f"resets must be a bool tensor, True where a sequence starts afresh, got {got}"
+        )
+    layouts = {
+        (False, False): ((T, B), "(T, B)"),
+        (False, True): ((B, T), "(B, T) with batch_first"),
+    }
+    want, layout = (
+        layouts[(not batched, module.batch_first)] if batched else ((T,), "(T,) unbatched")
+    )
+    if tuple(resets.shape) != want:
+        raise ValueError(
+            f"resets must have the input's time and batch shape {want}, {layout} (one flag per "
+            f"step and sequence, in the padded layout for a PackedSequence), got "
+            f"{tuple(resets.shape)}"
+        )
+    r = resets.reshape(T, 1) if not batched else (resets.t() if module.batch_first else resets)
+    r = r.to(device)
+    if lengths is not None:
+        r = r & (torch.arange(T, device=device)[:, None] < lengths.to(device)[None, :])
+    return r.contiguous()
+
+
+def prepare(module, input, hx, lengths, resets=None) -> Prepared:
     """Validate and canonicalise. `module` is a RecurrentBase (for sizes, dtype and device)."""
     name = type(module).__name__
     w = module.weight_ih_l0
@@ -179,7 +208,9 @@ def prepare(module, input, hx, lengths) -> Prepared:
     if lengths is not None:
         lengths = _check_lengths(lengths, B, T)
     hx = _prepare_hx(module, hx, batched, B, w)
-    return Prepared(input, hx, lengths, batched, packed)
+    if resets is not None:
+        resets = _check_resets(resets, T, B, module, batched, lengths, input.device)
+    return Prepared(input, hx, lengths, batched, packed, resets)
 
 
 def split_states(name: str, hx, state_names: tuple[str, ...]) -> tuple[Tensor, ...]:

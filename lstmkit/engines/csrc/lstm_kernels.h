@@ -258,6 +258,32 @@ void split(const T* d, const T* a, T* d_new, T* hold, int64_t n) {
   }
 }
 
+// Per-sample resets: row t of reset (T, B) bool when some sequence enters step t afresh, else
+// null (the common case costs one scan of B flags).
+inline const bool* reset_row(const c10::optional<at::Tensor>& reset, int64_t t, int64_t B) {
+  if (!reset.has_value() || !reset->defined()) return nullptr;
+  const bool* r = reset->data_ptr<bool>() + t * reset->stride(0);
+  return std::any_of(r, r + B, [](bool v) { return v; }) ? r : nullptr;
+}
+
+// out[b] = src[b] (rows of n values) where r[b].
+template <typename T>
+void copy_rows(const bool* r, const T* src, T* out, int64_t B, int64_t n) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (r[b]) std::copy(src + b * n, src + (b + 1) * n, out + b * n);
+  }
+}
+
+// acc[b] += x[b]; x[b] = 0 where r[b]: a gradient moved from one state to another.
+template <typename T>
+void move_rows(const bool* r, T* x, T* acc, int64_t B, int64_t n) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (!r[b]) continue;
+    for (int64_t j = 0; j < n; ++j) acc[b * n + j] += x[b * n + j];
+    std::fill(x + b * n, x + (b + 1) * n, T(0));
+  }
+}
+
 inline const bool* valid_row(const c10::optional<at::Tensor>& valid, int64_t t) {
   if (!valid.has_value() || !valid->defined()) return nullptr;
   return valid->data_ptr<bool>() + t * valid->stride(0);

@@ -19,13 +19,15 @@ using namespace lstmkit;
 // none; ln_hh (G*H) gain of LN_hh or none, with raw (T, B, G*H) receiving W_hh h_in; ln_c_w,
 // ln_c_b (H) LN_c or none; zo_h, zo_c (T, B, H) zoneout's share of the new value (lengths folded
 // in; then valid is none) with Cn (T, B, H) receiving the cell before zoneout, or none; w_hr_t
-// (H, P) = W_hr^T, the projection, or none (then P = H). Writes A
+// (H, P) = W_hr^T, the projection, or none (then P = H); reset (T, B) bool or none: the rows
+// that enter step t from (h0, c0) instead of the previous step (per-sample resets). Writes A
 // (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, P) hidden states, indexed by time
 // (reverse: processed from T-1 down to 0).
 void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& w_t, const c10::optional<at::Tensor>& peep,
                        const c10::optional<at::Tensor>& rmask,
                        const c10::optional<at::Tensor>& valid,
+                       const c10::optional<at::Tensor>& reset,
                        const c10::optional<at::Tensor>& ln_hh, c10::optional<at::Tensor> raw,
                        const c10::optional<at::Tensor>& ln_c_w,
                        const c10::optional<at::Tensor>& ln_c_b,
@@ -48,8 +50,21 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
   at::Tensor h_in = has(rmask) ? at::empty_like(h0) : at::Tensor();
   at::Tensor h_new = zoneout ? at::empty_like(h0) : at::Tensor();
   at::Tensor m = proj ? at::empty_like(c0) : at::Tensor();  // o tanh(c) before W_hr
+  // the state entering a step with resets: the previous one, with rows from (h0, c0)
+  at::Tensor h_e = has(reset) ? at::empty_like(h0) : at::Tensor();
+  at::Tensor c_e = has(reset) ? at::empty_like(c0) : at::Tensor();
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? T - 1 - k : k;
+    if (const bool* r = reset_row(reset, t, B)) {
+      h_e.copy_(h);
+      c_e.copy_(c);
+      AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_reset", [&] {
+        copy_rows<scalar_t>(r, h0.data_ptr<scalar_t>(), h_e.data_ptr<scalar_t>(), B, P);
+        copy_rows<scalar_t>(r, c0.data_ptr<scalar_t>(), c_e.data_ptr<scalar_t>(), B, H);
+      });
+      h = h_e;
+      c = c_e;
+    }
     at::Tensor a = A.select(0, t);
     at::Tensor h_src = has(rmask) ? at::mul_out(h_in, h, *rmask) : h;
     if (has(ln_hh)) {  // pre = xp + LN_hh(W_hh h_in)
@@ -94,7 +109,8 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // The backward time loop. act (T, B, G*H) activations and C (T, B, H) cells from the forward;
 // c0 (B, H); peep or none; dH (T, B, H) gradient of the hidden outputs or none; dC (T, B, H) of
 // the traced cells or none; dA (T, B, G*H) of the traced activations or none; w_hh (G*H, H);
-// rmask (B, H) or none; valid (T, B) bool or none. LN_hh (or none): its gain, raw (T, B, G*H)
+// rmask (B, H) or none; valid (T, B) bool or none; reset (T, B) bool or none, as in the
+// forward. LN_hh (or none): its gain, raw (T, B, G*H)
 // and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw and
 // ln_hh_grad (G*H, zeros on entry) the gain's gradient. LN_c (or none): ln_c_w, ln_c_b, the
 // statistics c_mean, c_rstd (T, B, 1); ln_c_grad (2, H), zeros on entry, receives the gradients
@@ -107,7 +123,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const c10::optional<at::Tensor>& peep, const c10::optional<at::Tensor>& dH,
     const c10::optional<at::Tensor>& dC, const c10::optional<at::Tensor>& dA,
     const at::Tensor& w_hh, const c10::optional<at::Tensor>& rmask,
-    const c10::optional<at::Tensor>& valid, const c10::optional<at::Tensor>& ln_hh,
+    const c10::optional<at::Tensor>& valid, const c10::optional<at::Tensor>& reset,
+    const c10::optional<at::Tensor>& ln_hh,
     const c10::optional<at::Tensor>& raw, const c10::optional<at::Tensor>& hh_mean,
     const c10::optional<at::Tensor>& hh_rstd, c10::optional<at::Tensor> draw,
     c10::optional<at::Tensor> ln_hh_grad, const c10::optional<at::Tensor>& ln_c_w,
@@ -144,13 +161,24 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
   at::Tensor hold_c = zoneout ? at::empty_like(dc) : at::Tensor();
   const at::Tensor& C_new = zoneout ? *Cn : C;  // what the gates and tanh saw
   at::Tensor dm = proj ? at::empty_like(dc) : at::Tensor();  // d loss / d (o tanh c), (B, H)
+  // resets: the cell entering a reset step, and the gradients that reach (h0, c0) there
+  at::Tensor c_e = has(reset) ? at::empty_like(dc) : at::Tensor();
+  at::Tensor to_h0 = has(reset) ? at::zeros_like(dh) : at::Tensor();
+  at::Tensor to_c0 = has(reset) ? at::zeros_like(dc) : at::Tensor();
   for (int64_t k = 0; k < T; ++k) {
     const int64_t t = reverse ? k : T - 1 - k;  // backward visits the forward's order reversed
     const int64_t prev = reverse ? t + 1 : t - 1;  // the step that ran before t in the forward
     const bool first = prev < 0 || prev >= T;
     at::Tensor dp = dpre.select(0, t);
+    const bool* r = reset_row(reset, t, B);  // null unless some row enters step t afresh
     AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_loop", [&] {
       using T_ = scalar_t;
+      const T_* c_prev = first ? c0.data_ptr<T_>() : C.data_ptr<T_>() + prev * B * H;
+      if (r) {  // the cell this step read: c_{t-1}, with c0's rows where reset
+        std::copy(c_prev, c_prev + B * H, c_e.data_ptr<T_>());
+        copy_rows<T_>(r, c0.data_ptr<T_>(), c_e.data_ptr<T_>(), B, H);
+        c_prev = c_e.data_ptr<T_>();
+      }
       at::Tensor dh_n = dh;  // d loss / d (the cell's new h), (B, P)
       if (zoneout) {
         split<T_>(dh.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * P, dh_new.data_ptr<T_>(),
@@ -169,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
       }
       StepGrad<T_> s{act.data_ptr<T_>() + t * B * GH,
                      C_new.data_ptr<T_>() + t * B * H,
-                     first ? c0.data_ptr<T_>() : C.data_ptr<T_>() + prev * B * H,
+                     c_prev,
                      ptr_or_null<T_>(peep),
                      has(dA) ? dA->data_ptr<T_>() + t * B * GH : nullptr,
                      ptr_or_null<T_>(ln_c_w),
@@ -206,11 +234,12 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     }
     // dh_{t-1} = (src W_hh) * rmask + dH_{t-1}
     const bool add_dH = has(dH) && !first;
+    const bool fold_dH = add_dH && r == nullptr;  // with resets dH_{t-1} is added after them
     if (has(rmask)) {
       at::mm_out(next, src, w_hh);
       next.mul_(*rmask);
-      if (add_dH) next.add_(dH->select(0, prev));
-    } else if (add_dH) {
+      if (fold_dH) next.add_(dH->select(0, prev));
+    } else if (fold_dH) {
       at::addmm_out(next, dH->select(0, prev), src, w_hh);
     } else {
       at::mm_out(next, src, w_hh);
@@ -221,8 +250,19 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
         if (!v[b]) next.select(0, b).add_(dh.select(0, b));
       }
     }
+    if (r) {  // rows that entered step t from (h0, c0): their gradient goes there
+      AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_reset", [&] {
+        move_rows<scalar_t>(r, next.data_ptr<scalar_t>(), to_h0.data_ptr<scalar_t>(), B, P);
+        move_rows<scalar_t>(r, dc.data_ptr<scalar_t>(), to_c0.data_ptr<scalar_t>(), B, H);
+      });
+      if (add_dH) next.add_(dH->select(0, prev));
+    }
     std::swap(dh, next);
     if (has(dC) && !first) dc.add_(dC->select(0, prev));
+  }
+  if (has(reset)) {
+    dh.add_(to_h0);
+    dc.add_(to_c0);
   }
   return {dh, dc};
 }
