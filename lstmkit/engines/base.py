@@ -28,6 +28,7 @@ from torch import Tensor
 
 from lstmkit.cells.base import Cell, CellOptions, LayerParams
 from lstmkit.cells.regularizers import StepMasks
+from lstmkit.engines.resets import direction_resets
 from lstmkit.trace import Trace
 
 
@@ -175,18 +176,6 @@ def valid_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor |
         return None
     steps = torch.arange(T, device=device)[:, None]
     return (steps < lengths.to(device)[None, :]).unsqueeze(-1)
-
-
-def direction_resets(resets: Tensor | None, reverse: bool) -> Tensor | None:
-    """call.resets (T, B) -> DirectionCall.reset (T, B, 1). A boundary before step t separates
-    t - 1 from t: going forward, step t starts afresh; going backward, step t - 1 does."""
-    if resets is None:
-        return None
-    if not reverse:
-        return resets.unsqueeze(-1)
-    shifted = torch.zeros_like(resets)
-    shifted[:-1] = resets[1:]
-    return shifted.unsqueeze(-1)
 
 
 def run_stack(engine: Engine, call: RecurrentCall) -> RecurrentResult:

@@ -118,42 +118,6 @@ def matmul_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool) -
     return out.addmm_(inner[0].reshape(-1, N).t(), inner[1].reshape(-1, M))
 
 
-def reset_steps(reset: Tensor | None) -> frozenset[int]:
-    """The steps t where some sequence starts afresh (one device sync per direction)."""
-    if reset is None:
-        return frozenset()
-    return frozenset(torch.nonzero(reset.reshape(reset.shape[0], -1).any(dim=1)).view(-1).tolist())
-
-
-def restart(t: int, steps: frozenset[int], reset, initial, state) -> tuple[Tensor, ...]:
-    """The state entering step t: `state`, with the initial state's rows where reset[t]."""
-    if t not in steps:
-        return state
-    return tuple(torch.where(reset[t], s0, s) for s0, s in zip(initial, state))
-
-
-class ResetGrad:
-    """The backward of a reset: the gradient reaching the state that entered step t goes, on
-    the rows reset at t, to the initial state instead of to the previous step."""
-
-    def __init__(self, reset: Tensor | None) -> None:
-        self.reset, self.steps = reset, reset_steps(reset)
-        self.to_initial: Tensor | None = None
-
-    def __call__(self, t: int, d: Tensor | None) -> Tensor | None:
-        """d (B, *) = d loss / d (state entering step t) -> what reaches step t - 1."""
-        if t not in self.steps or d is None:
-            return d
-        r = self.reset[t]
-        moved = torch.where(r, d, 0.0)
-        self.to_initial = moved if self.to_initial is None else self.to_initial + moved
-        return torch.where(r, 0.0, d)
-
-    def initial(self, d0: Tensor) -> Tensor:
-        """d0: the gradient carried past the first step -> the initial state's whole gradient."""
-        return d0 if self.to_initial is None else d0 + self.to_initial
-
-
 def visit_order(T: int, reverse: bool) -> list[int]:
     """Time indices in the order backward visits them (the forward's order, reversed)."""
     return list(range(T)) if reverse else list(range(T - 1, -1, -1))

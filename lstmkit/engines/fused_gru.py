@@ -25,14 +25,12 @@ from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.fused_common import (
     DirectionConfig,
     RecurrentProjectionGrad,
-    ResetGrad,
     add_all,
     add_previous_,
-    reset_steps,
-    restart,
     split_state_grad,
     visit_order,
 )
+from lstmkit.engines.resets import ResetGrad, reset_steps, restart
 
 
 def step_function(cfg: DirectionConfig, xp: Tensor):

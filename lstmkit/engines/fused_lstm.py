@@ -37,17 +37,15 @@ from lstmkit.cells.regularizers import zoneout
 from lstmkit.engines.cpu_loops import cpu_loops, usable
 from lstmkit.engines.fused_common import (
     RecurrentProjectionGrad,
-    ResetGrad,
     add_all,
     add_previous_,
     layer_norm_input_grad,
     mul_previous_,
-    reset_steps,
-    restart,
     split_state_grad,
     sum_with_previous,
     visit_order,
 )
+from lstmkit.engines.resets import ResetGrad, reset_steps, restart
 
 
 def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.gates import lstm_layout, peephole_layout, split
+from lstmkit.engines.resets import ResetGrad
 from lstmkit.engines.triton_launch import WEIGHTS, Spec, launch, or_dummy, previous
 
 
@@ -56,8 +57,9 @@ def direction_backward(
     dh_direct = torch.empty(B, P, dtype=acc, device=dev)
     dh_carry = torch.zeros(B, P, dtype=acc, device=dev)
     dc = torch.zeros(B, H, dtype=acc, device=dev)
-    h_prev = previous(hs, h0, spec.reverse)  # (T, B, P): the state each step started from
-    c_prev = previous(cs, c0, spec.reverse) if lstm else None
+    h_prev = previous(hs, h0, spec.reverse, spec.reset)  # (T, B, P): what each step started from
+    c_prev = previous(cs, c0, spec.reverse, spec.reset) if lstm else None
+    resets_h, resets_c = ResetGrad(spec.reset), ResetGrad(spec.reset)  # to (h0, c0) at a reset
     w_hh = w["w_hh"].to(acc)
     w_hr = w["w_hr"].to(acc) if proj else None
 
@@ -108,6 +110,10 @@ def direction_backward(
             )  # fmt: skip
         back = draw[t] @ w_hh  # (B, P): the one matmul of the step
         dh_carry = dh_direct + (back if rmask is None else back * rmask)
+        if t in resets_h.steps:  # rows that entered step t afresh: their gradient goes to h0
+            dh_carry = resets_h(t, dh_carry)
+            if lstm:
+                dc = resets_c(t, dc).contiguous()
 
     grads: dict[str, Tensor | None] = dict.fromkeys(WEIGHTS)
     h_in = h_prev if rmask is None else h_prev * rmask
@@ -130,5 +136,5 @@ def direction_backward(
         if proj:
             grads["w_hr"] = dh_new_all.reshape(-1, P).t() @ ms.reshape(-1, H).to(acc)
     out = [grads[f].to(w[f].dtype) if grads[f] is not None else None for f in WEIGHTS]
-    dc0 = dc.to(c0.dtype) if lstm else None
-    return (dpre.to(xp.dtype), dh_carry.to(h0.dtype), dc0, *out)
+    dc0 = resets_c.initial(dc).to(c0.dtype) if lstm else None
+    return (dpre.to(xp.dtype), resets_h.initial(dh_carry).to(h0.dtype), dc0, *out)

@@ -52,6 +52,7 @@ from lstmkit.engines.ops import (
     schema_names,
     unaliased,
 )
+from lstmkit.engines.resets import reset_steps, restart
 from lstmkit.engines.triton_launch import DTYPES, WEIGHTS, Spec, launch, or_dummy
 
 SAVED = ("hs", "cs", "gates", "cnew", "ms", "raws", "stats", "hpn")  # the forward's buffers
@@ -66,9 +67,9 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _spec(cell, coupled, relu, reverse, valid, rmask, zoneout_h, zoneout_c, rates, H) -> Spec:
+def _spec(cell, coupled, relu, reverse, valid, reset, rmask, zoneout_h, zoneout_c, rates, H):
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
-    return Spec(cell, coupled, relu, reverse, valid, masks, rates, H)
+    return Spec(cell, coupled, relu, reverse, valid, masks, rates, H, reset)
 
 
 def _buffers(spec: Spec, xp: Tensor, h0: Tensor, w: dict) -> dict:
@@ -109,7 +110,12 @@ def _forward(spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, w: dict) -> dict:
     xp = xp.contiguous()
     zh, zc, rmask = spec.masks.zoneout_h, spec.masks.zoneout_c, spec.masks.recurrent
     h, c = h0.contiguous(), (c0.to(acc).contiguous() if lstm else dummy)
+    initial, restarts = (h, c), reset_steps(spec.reset)
     for t in range(T - 1, -1, -1) if spec.reverse else range(T):
+        if t in restarts:  # per-sample resets: these rows enter step t from (h0, c0)
+            n = 2 if lstm else 1
+            h, *rest = restart(t, restarts, spec.reset, initial[:n], (h, c)[:n])
+            c = rest[0] if lstm else c
         h_in = h if rmask is None else h * rmask
         raw = torch.mm(h_in, w["w_hh"].t(), out=raws[t]) if ln else h_in @ w["w_hh"].t()
         v = spec.valid[t] if spec.valid is not None else dummy
@@ -158,6 +164,7 @@ def triton_direction(
     w_hr: Tensor | None,  # (H_out, H) projection
     rmask: Tensor | None,  # (B, H_out) recurrent dropout mask
     valid: Tensor | None,  # (T, B) int8, 1 inside each sequence
+    reset: Tensor | None,  # (T, B, 1) bool: the state entering step t is (h0, c0)
     zoneout_h: Tensor | None,  # (T, B, H_out) training zoneout mask (1 = keep)
     zoneout_c: Tensor | None,  # (T, B, H)
     rate_h: float,  # evaluation zoneout rates (0 in training)
@@ -169,7 +176,7 @@ def triton_direction(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> the SAVED buffers (shapes in _buffers), (0,) where a configuration has none."""
     H = c0.shape[-1] if cell == "LSTM" else h0.shape[-1]
-    spec = _spec(cell, coupled, relu, reverse, valid, rmask, zoneout_h, zoneout_c,
+    spec = _spec(cell, coupled, relu, reverse, valid, reset, rmask, zoneout_h, zoneout_c,
                  (rate_h, rate_c), H)  # fmt: skip
     w = dict(w_hh=w_hh, b_hh=b_hh, ln_hh=ln_hh, w_peep=w_peep, ln_c_w=ln_c_w, ln_c_b=ln_c_b,
              w_hr=w_hr)  # fmt: skip
@@ -178,10 +185,10 @@ def triton_direction(
 
 
 @triton_direction.register_fake
-def _(xp, h0, c0, w_hh, b_hh, ln_hh, w_peep, ln_c_w, ln_c_b, w_hr, rmask, valid, zoneout_h,
-      zoneout_c, rate_h, rate_c, cell, coupled, relu, reverse):  # fmt: skip
+def _(xp, h0, c0, w_hh, b_hh, ln_hh, w_peep, ln_c_w, ln_c_b, w_hr, rmask, valid, reset,
+      zoneout_h, zoneout_c, rate_h, rate_c, cell, coupled, relu, reverse):  # fmt: skip
     H = c0.shape[-1] if cell == "LSTM" else h0.shape[-1]
-    spec = _spec(cell, coupled, relu, reverse, valid, rmask, zoneout_h, zoneout_c,
+    spec = _spec(cell, coupled, relu, reverse, valid, reset, rmask, zoneout_h, zoneout_c,
                  (rate_h, rate_c), H)  # fmt: skip
     w = dict(ln_hh=ln_hh, w_hr=w_hr)
     buf = _buffers(spec, xp, h0, w)
@@ -212,6 +219,7 @@ def triton_direction_backward(
     w_hr: Tensor | None,
     rmask: Tensor | None,
     valid: Tensor | None,
+    reset: Tensor | None,
     zoneout_h: Tensor | None,
     zoneout_c: Tensor | None,
     rate_h: float,
@@ -225,7 +233,7 @@ def triton_direction_backward(
     from lstmkit.engines.triton_backward import direction_backward
 
     H = c0.shape[-1] if cell == "LSTM" else h0.shape[-1]
-    spec = _spec(cell, coupled, relu, reverse, valid, rmask, zoneout_h, zoneout_c,
+    spec = _spec(cell, coupled, relu, reverse, valid, reset, rmask, zoneout_h, zoneout_c,
                  (rate_h, rate_c), H)  # fmt: skip
     saved = dict(zip(SAVED, (hs, cs, gates, cnew, ms, raws, stats, hpn)))
     saved = {k: absent(v) for k, v in saved.items()}
@@ -238,8 +246,8 @@ def triton_direction_backward(
 
 @triton_direction_backward.register_fake
 def _(d_hs, d_cs, h0, c0, xp, hs, cs, gates, cnew, ms, raws, stats, hpn, w_hh, b_hh, ln_hh,
-      w_peep, ln_c_w, ln_c_b, w_hr, rmask, valid, zoneout_h, zoneout_c, rate_h, rate_c, cell,
-      coupled, relu, reverse):  # fmt: skip
+      w_peep, ln_c_w, ln_c_b, w_hr, rmask, valid, reset, zoneout_h, zoneout_c, rate_h, rate_c,
+      cell, coupled, relu, reverse):  # fmt: skip
     given = (w_hh, b_hh, ln_hh, w_peep, ln_c_w, ln_c_b, w_hr)
     dw = [torch.empty_like(g) if g is not None else w_hh.new_empty(0) for g in given]
     dc0 = torch.empty_like(c0) if cell == "LSTM" else h0.new_empty(0)
@@ -266,7 +274,7 @@ class TritonDirection(torch.autograd.Function):
         a = dict(zip(INPUTS, inputs))
         ctx.given = {k: a[k] is not None for k in WEIGHTS}
         ctx.flags = tuple(a[k] for k in INPUTS[-6:])  # rates, cell, coupled, relu, reverse
-        masks = ("rmask", "valid", "zoneout_h", "zoneout_c")
+        masks = ("rmask", "valid", "reset", "zoneout_h", "zoneout_c")
         ctx.save_for_backward(a["h0"], a["c0"], a["xp"], *output, *(a[k] for k in WEIGHTS),
                               *(a[k] for k in masks))  # fmt: skip
 
@@ -300,6 +308,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         xp=xp, h0=state[0], c0=state[1] if len(state) > 1 else state[0].new_empty(0),
         rmask=d.masks.recurrent, zoneout_h=d.masks.zoneout_h, zoneout_c=d.masks.zoneout_c,
         valid=None if valid is None else valid[..., 0].to(torch.int8).contiguous(),
+        reset=d.reset,
         rate_h=rate_h, rate_c=rate_c, cell=cell, coupled=call.opts.coupled,
         relu=call.opts.nonlinearity == "relu", reverse=d.reverse,
     ) | {k: getattr(p, k) for k in WEIGHTS}  # fmt: skip
@@ -330,6 +339,7 @@ CELLS = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
 class TritonEngine(Engine):
     name = "triton"
     priority = 75  # below native (cuDNN, exact torch), above the fused eager engine
+    supports_resets = True
 
     def unsupported(self, call: RecurrentCall) -> str | None:
         if torch.onnx.is_in_onnx_export():

@@ -33,6 +33,7 @@ class Spec:
     masks: StepMasks
     rates: tuple[float, float]  # zoneout (hidden, cell) used in evaluation; 0 in training
     hidden_size: int
+    reset: Tensor | None = None  # (T, B, 1) bool: the state entering step t is the initial one
 
     def zone(self, which: int) -> int:
         """Kernel zoneout flag for the hidden (0) or cell (1) state: 0 off, 1 mask, 2 rate."""
@@ -58,10 +59,12 @@ def launch(kernel, spec: Spec, B: int, *, ln: bool, acc: torch.dtype, **named) -
     kernel[grid](HAS_VALID=spec.valid is not None, ACC=acc_tl, BLOCK=block, **named)
 
 
-def previous(states: Tensor, s0: Tensor, reverse: bool) -> Tensor:
-    """(T, B, *) states after each step -> the state each step started from."""
+def previous(states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None) -> Tensor:
+    """(T, B, *) states after each step -> the state each step started from (s0's rows where
+    reset (T, B, 1) is True)."""
     first = s0.unsqueeze(0).to(states.dtype)
-    return torch.cat([states[1:], first]) if reverse else torch.cat([first, states[:-1]])
+    out = torch.cat([states[1:], first]) if reverse else torch.cat([first, states[:-1]])
+    return out if reset is None else torch.where(reset, first, out)
 
 
 def or_dummy(t: Tensor | None, dummy: Tensor) -> Tensor:
