@@ -14,6 +14,14 @@ inference forward (torch.no_grad):
 
 Packing is inside the timed step for torch packed and auto packed (a user packs every batch).
 
+Resets (mode "train resets"): the same training step on the full-length padded batch with
+per-sample resets (each step of each sequence starts afresh with probability 1/50, fixed seed,
+as episode ends in reinforcement learning), against the same step without resets:
+
+    auto resets / fused resets    lstmkit with resets= (auto runs the fused engine: torch's
+                                  kernels have no resets)
+    auto padded / fused padded    the same layers without resets
+
     python benchmarks/varlen.py --threads 1             # the committed run (~4 min)
     python benchmarks/varlen.py --quick --out /tmp/v.json --md /tmp/v.md   # smoke (~5 s)
 
@@ -87,18 +95,48 @@ def cases_for(T: int, B: int, I: int, H: int, train: bool) -> tuple[dict, dict]:
     return cases, ours
 
 
+def reset_cases(T: int, B: int, I: int, H: int) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H)
+    ours = {e: lstmkit.LSTM(I, H, engine=e) for e in ("auto", "fused")}
+    for m in ours.values():
+        m.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    resets = torch.rand(T, B, generator=gen) < 1 / 50
+    x = torch.randn(T, B, I, requires_grad=True)
+
+    def step(module, **kw):
+        def run():
+            module(x, **kw)[0].sum().backward()
+            module.zero_grad(set_to_none=True)
+            x.grad = None
+
+        return run
+
+    cases = {
+        "torch padded": step(ref),
+        "auto padded": step(ours["auto"]),
+        "fused padded": step(ours["fused"]),
+        "auto resets": step(ours["auto"], resets=resets),
+        "fused resets": step(ours["fused"], resets=resets),
+    }
+    return cases, ours
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     repeats = 3 if args.quick else args.repeats
     rows = []
+    reset_rows = []
     for T, B, I, H in configs:
         for mode in ("train", "inference"):
             cases, ours = cases_for(T, B, I, H, mode == "train")
             with torch.set_grad_enabled(mode == "train"):
                 times = interleaved(cases, repeats, calls=1)
-                ours["auto"](torch.randn(T, B, I), lengths=torch.full((B,), T))
+                lengths = torch.full((B,), T)
+                ours["auto"](torch.randn(T, B, I, requires_grad=mode == "train"), lengths=lengths)
             med = {n: t["median"] for n, t in times.items()}
             row = {
                 "T": T, "B": B, "I": I, "H": H, "mode": mode,
@@ -113,7 +151,25 @@ def main(argv=None) -> int:
                 + ", ".join(f"{n} {v:.3f}x" for n, v in row["vs_torch_packed"].items()),
                 flush=True,
             )
-    record = {"environment": environment(), "repeats": repeats, "rows": rows}
+        cases, ours = reset_cases(T, B, I, H)
+        times = interleaved(cases, repeats, calls=1)
+        med = {n: t["median"] for n, t in times.items()}
+        row = {
+            "T": T, "B": B, "I": I, "H": H, "mode": "train resets",
+            "ms": {n: v * 1e3 for n, v in med.items()},
+            "fused_resets_vs_fused_padded": med["fused resets"] / med["fused padded"],
+            "auto_resets_vs_auto_padded": med["auto resets"] / med["auto padded"],
+            "auto_engine_for_resets": ours["auto"].last_engine,
+        }  # fmt: skip
+        reset_rows.append(row)
+        print(
+            f"T={T} B={B} I={I} H={H} resets: fused {row['fused_resets_vs_fused_padded']:.3f}x "
+            f"without, auto {row['auto_resets_vs_auto_padded']:.3f}x auto without",
+            flush=True,
+        )
+    record = {
+        "environment": environment(), "repeats": repeats, "rows": rows, "reset_rows": reset_rows
+    }  # fmt: skip
     write(args.out, record)
     lines = markdown(record)
     print("\n".join(lines))
@@ -149,6 +205,21 @@ def markdown(record: dict) -> list[str]:
             f"{r['mode']} at T={r['T']}: {r['auto_engine_for_lengths']}" for r in record["rows"]
         ),
     ]
+    names = list(record["reset_rows"][0]["ms"])
+    lines += [
+        "",
+        "## Per-sample resets (training step, each step resets with probability 1/50)",
+        "",
+        "| T, B, I, H | " + " | ".join(names) + " | fused resets / fused padded | "
+        "auto resets / auto padded |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for r in record["reset_rows"]:
+        times = " | ".join(f"{r['ms'][n]:.2f}" for n in names)
+        lines.append(
+            f"| {r['T']}, {r['B']}, {r['I']}, {r['H']} | {times} | "
+            f"{r['fused_resets_vs_fused_padded']:.3f} | {r['auto_resets_vs_auto_padded']:.3f} |"
+        )
     return lines
 
 

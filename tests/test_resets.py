@@ -202,3 +202,16 @@ def test_bad_resets_are_refused_with_the_expected_shape() -> None:
         layer(x, resets=torch.zeros(B, T, dtype=torch.bool))
     with pytest.raises(TypeError, match="resets must be a bool tensor"):
         layer(x, resets=[[False] * B] * T)
+
+
+def test_resets_under_torch_compile_and_export() -> None:
+    layer = lstmkit.LSTM(I, H, 2)
+    x = torch.randn(T, B, I)
+    r = resets_tensor()
+    want, _ = layer(x, resets=r)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    got, _ = compiled(x, resets=r)
+    assert layer.last_engine == "fused"
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    exported = torch.export.export(layer, (x,), {"resets": r})
+    torch.testing.assert_close(exported.module()(x, resets=r)[0], want, atol=0, rtol=0)
