@@ -1,4 +1,5 @@
-"""The fused engine's compiled LSTM time loops (csrc/lstm_loops.cpp), built on first use.
+"""The fused engine's compiled LSTM time loops (csrc/lstm_loops.cpp) and the streams' compiled
+step (csrc/stream_step.cpp), one extension built on first use.
 
 Why: at small sizes an LSTM step is a 14.5 us matmul plus eight eager torch calls of 3.8 us each
 (T, B, I, H = 200, 16, 128, 128; benchmarks/step_cost.py), so the Python time loops measured 1.53x
