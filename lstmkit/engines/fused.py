@@ -116,7 +116,7 @@ def _single_state(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
 
 
 # The cells this engine knows, and how it runs each; any other cell is unsupported.
-CELLS: dict[Cell, object] = {LSTM: _lstm, GRU: _single_state, RNN: _single_state}
+KERNELS: dict[Cell, object] = {LSTM: _lstm, GRU: _single_state, RNN: _single_state}
 
 
 class FusedEngine(Engine):
@@ -127,11 +127,11 @@ class FusedEngine(Engine):
     def unsupported(self, call: RecurrentCall) -> str | None:
         if torch.onnx.is_in_onnx_export():
             return ONNX_REFUSAL
-        if call.cell not in CELLS:
+        if call.cell not in KERNELS:
             return f"no fused kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
         if not call.x.is_floating_point():
             return f"input dtype {call.x.dtype} is not a floating point type"
         return None
 
     def run_direction(self, call: RecurrentCall, d: DirectionCall) -> DirectionResult:
-        return CELLS[call.cell](call, d)
+        return KERNELS[call.cell](call, d)

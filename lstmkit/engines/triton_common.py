@@ -17,6 +17,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from lstmkit.cells.base import LN_EPS as _LN_EPS
+
+# the layer norms' epsilon, the library's one constant (a Triton kernel reads globals only as
+# constexpr)
+LN_EPS = tl.constexpr(_LN_EPS)
+
 
 @triton.jit
 def _tanh(x):
@@ -51,7 +57,7 @@ def _row_stats(raw_ptr, j, m, H, G: tl.constexpr, ACC: tl.constexpr):
     for k in tl.static_range(G):
         d = tl.where(m, _ld(raw_ptr + k * H, j, m, ACC) - mean, 0.0)
         q += d * d
-    rstd = 1.0 / tl.sqrt(tl.sum(q, 0) / n + 1e-5)
+    rstd = 1.0 / tl.sqrt(tl.sum(q, 0) / n + LN_EPS)
     return mean, rstd
 
 

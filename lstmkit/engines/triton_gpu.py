@@ -333,7 +333,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
 
 
 # The cells these kernels compute; any other cell is unsupported.
-CELLS = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
+KERNELS = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
 
 
 class TritonEngine(Engine):
@@ -344,7 +344,7 @@ class TritonEngine(Engine):
     def unsupported(self, call: RecurrentCall) -> str | None:
         if torch.onnx.is_in_onnx_export():
             return ONNX_REFUSAL
-        if call.cell not in CELLS:
+        if call.cell not in KERNELS:
             return f"no Triton kernel for the {call.cell.name} cell (it knows LSTM, GRU, RNN)"
         if not call.x.is_cuda and not interpreting():  # cheap checks first: auto asks per call
             return "the Triton engine needs a CUDA GPU"

@@ -6,6 +6,7 @@ import triton
 import triton.language as tl
 
 from lstmkit.engines.triton_common import (
+    LN_EPS,
     _hp_block,
     _ld,
     _ln_row_backward,
@@ -91,7 +92,7 @@ def lstm_forward(
     if LN:  # layer norm of the cell over its H units (one block per row)
         mu = tl.sum(tl.where(m, c_new, 0.0), 0) / H
         dc = tl.where(m, c_new - mu, 0.0)
-        rs = 1.0 / tl.sqrt(tl.sum(dc * dc, 0) / H + 1e-5)
+        rs = 1.0 / tl.sqrt(tl.sum(dc * dc, 0) / H + LN_EPS)
         c_hat = dc * rs * _ld(lncw_ptr, j, m, ACC) + _ld(lncb_ptr, j, m, ACC)
         tl.store(stats_ptr + b * 4 + 2, mu)
         tl.store(stats_ptr + b * 4 + 3, rs)

@@ -5,10 +5,10 @@
     states.values["c"][k]         # (T_k, H): cell state after each token of sentence k
     X, index = states.flat("c")   # (N, H) over all tokens, index[n] = (sentence, position)
 
-The values come from the core's gate trace (`model(..., return_trace=True)`), which the core
-computes with its reference engine: exact, and slow only in the sense of a Python loop, which
-is fine for the few hundred sentences one inspects. Position t holds the values after reading
-token t; the `<eos>` fed before the first word is run but not kept.
+The values come from the core's gate trace (`model(..., return_trace=True)`): engine="auto"
+computes it on the fused engine (the native one has no gates), the same values as the reference
+engine to rounding. Position t holds the values after reading token t; the `<eos>` fed before
+the first word is run but not kept.
 """
 
 from __future__ import annotations
