@@ -58,10 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cases_for(T: int, B: int, I: int, H: int, train: bool) -> tuple[dict, dict]:
+def cases_for(T: int, B: int, I: int, H: int, train: bool, cell: str = "LSTM") -> tuple[dict, dict]:
     torch.manual_seed(0)
-    ref = torch.nn.LSTM(I, H)
-    ours = {e: lstmkit.LSTM(I, H, engine=e) for e in ("auto", "fused", "native")}
+    ref = getattr(torch.nn, cell)(I, H)
+    ours = {e: getattr(lstmkit, cell)(I, H, engine=e) for e in ("auto", "fused", "native")}
     for m in ours.values():
         m.load_state_dict(ref.state_dict())
     gen = torch.Generator().manual_seed(0)
@@ -130,6 +130,26 @@ def main(argv=None) -> int:
     repeats = 3 if args.quick else args.repeats
     rows = []
     reset_rows = []
+    cell_rows = []  # the GRU and the RNN in training: the rule applies to them too
+    for T, B, I, H in configs:
+        for cell in ("GRU", "RNN"):
+            cases, ours = cases_for(T, B, I, H, True, cell)
+            names = ("torch packed", "auto lengths=", "auto packed", "native lengths=")
+            times = interleaved({n: cases[n] for n in names}, repeats, calls=1)
+            ours["auto"](torch.randn(T, B, I, requires_grad=True), lengths=torch.full((B,), T))
+            med = {n: t["median"] for n, t in times.items()}
+            row = {
+                "cell": cell, "T": T, "B": B, "I": I, "H": H, "mode": "train",
+                "ms": {n: v * 1e3 for n, v in med.items()},
+                "vs_torch_packed": {n: v / med["torch packed"] for n, v in med.items()},
+                "auto_engine_for_lengths": ours["auto"].last_engine,
+            }  # fmt: skip
+            cell_rows.append(row)
+            print(
+                f"{cell} T={T} B={B} I={I} H={H} train: "
+                + ", ".join(f"{n} {v:.3f}x" for n, v in row["vs_torch_packed"].items()),
+                flush=True,
+            )
     for T, B, I, H in configs:
         for mode in ("train", "inference"):
             cases, ours = cases_for(T, B, I, H, mode == "train")
@@ -168,7 +188,8 @@ def main(argv=None) -> int:
             flush=True,
         )
     record = {
-        "environment": environment(), "repeats": repeats, "rows": rows, "reset_rows": reset_rows
+        "environment": environment(), "repeats": repeats, "rows": rows, "reset_rows": reset_rows,
+        "cell_rows": cell_rows,
     }  # fmt: skip
     write(args.out, record)
     lines = markdown(record)
@@ -205,6 +226,19 @@ def markdown(record: dict) -> list[str]:
             f"{r['mode']} at T={r['T']}: {r['auto_engine_for_lengths']}" for r in record["rows"]
         ),
     ]
+    names = list(record["cell_rows"][0]["ms"])
+    lines += [
+        "",
+        "## GRU and RNN, training step (the same rule)",
+        "",
+        "| cell | T, B, I, H | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for r in record["cell_rows"]:
+        cells = [f"{r['ms'][n]:.2f} ({r['vs_torch_packed'][n]:.2f}x)" for n in names]
+        lines.append(
+            f"| {r['cell']} | {r['T']}, {r['B']}, {r['I']}, {r['H']} | " + " | ".join(cells) + " |"
+        )
     names = list(record["reset_rows"][0]["ms"])
     lines += [
         "",

@@ -247,3 +247,114 @@ def test_a_language_model_token_by_token_equals_its_forward(cell: str) -> None:
     close(stream.hidden, hidden, "hidden")
     with pytest.raises(ValueError, match="model.eval"):
         TokenStream(model.train())
+
+
+def test_gradients_reach_hx_and_follow_requires_grad_changes() -> None:
+    layer = make("lstm")
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    h0, c0 = (s.requires_grad_() for s in initial_state(layer))
+    out, _ = layer(x, (h0, c0))
+    want = torch.autograd.grad(loss_of([out]), [h0, c0])
+    stream = layer.stream(hx=(h0, c0))
+    ys = torch.stack([stream(x[t]) for t in range(T)])
+    got = torch.autograd.grad(loss_of([ys]), [h0, c0])
+    for g, w in zip(got, want):
+        close(g, w, "gradient of hx")
+
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    stream = layer.stream(batch_size=B)
+    y = stream(x[0])
+    assert stream.last_engine == "fused" and not y.requires_grad  # nothing to differentiate
+    for p in layer.parameters():
+        p.requires_grad_(True)
+    y = stream(x[1])  # now there is: the next step must build a graph
+    assert stream.last_engine == "reference" and y.requires_grad
+
+
+def test_a_permuted_hx_and_detach_between_windows() -> None:
+    layer = make("gru", num_layers=1)
+    h0 = torch.randn(B, 1, H, dtype=torch.float64).transpose(0, 1)  # dense, not contiguous
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    with torch.no_grad():
+        out, _ = layer(x, h0)
+        stream = layer.stream(hx=h0)
+        ys = torch.stack([stream(x[t]) for t in range(T)])
+    close(ys, out, "permuted hx")
+    stream = layer.stream(batch_size=B)
+    stream(x[0]).sum().backward()
+    stream.detach()  # truncated BPTT: the next window's graph starts here
+    y = stream(x[1])
+    grads = torch.autograd.grad(y.sum(), list(layer.parameters()))
+    assert all(g is not None for g in grads)
+
+
+def test_what_a_stream_follows_after_it_was_made() -> None:
+    """Weight changes through .data (with refresh()), the layer's dtype, inference mode,
+    weight_drop reassigned, eval after training: each changes what the next step computes."""
+    layer = make("lstm")
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    with torch.no_grad():
+        stream = layer.stream(batch_size=B)
+        stream(x[0])
+        layer.weight_hh_l0.data.mul_(2.0)  # no version bump: refresh() says so
+        stream.refresh()
+        want, _ = layer(x[1:2], stream.state)
+        close(stream(x[1]), want[0], "after refresh")
+        layer.float()  # the state follows the layer's dtype
+        y = stream(x[2].float())
+        assert y.dtype == torch.float32 and stream.last_engine == "fused"
+        layer.double()
+    with torch.inference_mode():
+        fresh = layer.stream(batch_size=B)
+        fresh(x[0].double())
+    with torch.no_grad():
+        fresh(x[1].double())  # out of inference mode: its buffers are ordinary tensors again
+
+    layer = make("lstm", recurrent_dropout=0.5, layer_norm=True).train()
+    stream = layer.stream(batch_size=B)
+    with torch.no_grad():
+        stream(x[0].double())
+        layer.eval()  # no recurrent dropout mask may survive into evaluation
+        stream.reset()
+        ys = torch.stack([stream(x[t].double()) for t in range(T)])
+        out, _ = layer(x.double())
+    close(ys, out, "eval after training")
+
+
+def test_a_training_stream_with_weight_drop_backpropagates_window_after_window() -> None:
+    layer = make("lstm", weight_drop=0.5).train()
+    stream = layer.stream(batch_size=B)
+    for _ in range(3):
+        stream(torch.randn(B, I, dtype=torch.float64)).sum().backward()
+        stream.detach()  # the next window's graph starts here
+    stream.reset()  # a new sequence: new masks
+    stream(torch.randn(B, I, dtype=torch.float64)).sum().backward()
+
+
+def test_a_stream_copies_forks_and_returns_fresh_outputs() -> None:
+    import copy
+    import pickle
+
+    layer = make("gru")
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    with torch.no_grad():
+        out, _ = layer(x)
+        for step in ("fused", "reference"):
+            layer.engine = "auto" if step == "fused" else "reference"
+            stream = layer.stream(batch_size=B)
+            ys = [stream(x[t]) for t in range(3)]
+            ys[-1].zero_()  # the caller's copy: the stream's state is its own
+            fork = stream.copy()
+            clone = copy.deepcopy(stream)
+            back = pickle.loads(pickle.dumps(stream))
+            for s in (stream, fork, clone, back):
+                rest = torch.stack([s(x[t]) for t in range(3, T)])
+                close(rest, out[3:], f"{step} step, continued")
+            assert stream.last_engine == step
+    with pytest.raises(ValueError, match="batch_size=3 but hx holds 5"):
+        layer.stream(hx=torch.zeros(2, 5, H, dtype=torch.float64), batch_size=3)
+    with pytest.raises(ValueError, match=r"reset\(which\) takes a \(3,\) bool"):
+        stream.reset("x")
+    with pytest.raises(ValueError, match="token ids go through an embedding"):
+        stream(torch.zeros(B, I, dtype=torch.long))

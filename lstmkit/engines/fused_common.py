@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lstmkit.cells.base import LN_EPS, Cell, CellOptions, LayerParams
 from lstmkit.cells.regularizers import StepMasks
+from lstmkit.engines.resets import ResetGrad, entering_states
 
 _ln_backward = torch.ops.aten.native_layer_norm_backward
 
@@ -60,21 +61,13 @@ class DirectionConfig:
         return a
 
 
-def previous_states(states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None):
-    """(T, B, *) states after each step -> the state each step started from (T, B, *): the
-    previous step's, or s0 (B, *) first and wherever reset (T, B, 1) is True."""
-    if reverse:
-        shifted = torch.cat([states[1:], s0.unsqueeze(0)])
-    else:
-        shifted = torch.cat([s0.unsqueeze(0), states[:-1]])
-    return shifted if reset is None else torch.where(reset, s0, shifted)
-
-
-def mul_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=None) -> Tensor:
-    """dst (T, B, *) *= the previous states, in place (without resets, without building the
-    shifted stack)."""
+def mul_previous_(
+    dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None
+) -> Tensor:
+    """dst (T, B, *) *= the state each step started from, in place (without resets, as slices:
+    no shifted copy of the stack is made)."""
     if reset is not None:
-        return dst.mul_(previous_states(states, s0, reverse, reset))
+        return dst.mul_(entering_states(states, s0, reverse, reset))
     if reverse:
         dst[:-1].mul_(states[1:])
         dst[-1].mul_(s0)
@@ -84,10 +77,12 @@ def mul_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=
     return dst
 
 
-def add_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=None) -> Tensor:
-    """dst (T, B, *) += the previous states, in place."""
+def add_previous_(
+    dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None
+) -> Tensor:
+    """dst (T, B, *) += the state each step started from, in place."""
     if reset is not None:
-        return dst.add_(previous_states(states, s0, reverse, reset))
+        return dst.add_(entering_states(states, s0, reverse, reset))
     if reverse:
         dst[:-1].add_(states[1:])
         dst[-1].add_(s0)
@@ -97,10 +92,12 @@ def add_previous_(dst: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=
     return dst
 
 
-def sum_with_previous(d: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset=None) -> Tensor:
-    """sum over t, b of d_t * state_{t-1}: (T, B, H) -> (H,)."""
+def sum_with_previous(
+    d: Tensor, states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None
+) -> Tensor:
+    """sum over t, b of d_t * (the state step t started from): (T, B, H) -> (H,)."""
     if reset is not None:
-        return (d * previous_states(states, s0, reverse, reset)).sum((0, 1))
+        return (d * entering_states(states, s0, reverse, reset)).sum((0, 1))
     if reverse:
         return (d[:-1] * states[1:]).sum((0, 1)) + (d[-1] * s0).sum(0)
     return (d[1:] * states[:-1]).sum((0, 1)) + (d[0] * s0).sum(0)
@@ -153,7 +150,7 @@ class RecurrentProjectionGrad:
         self.Hs, self.h0, self.reverse = Hs, h0, cfg.reverse
         self.h_in = None  # (T, B, H_out), built only when the plain shifted states will not do
         if self.rmask is not None or self.ln_hh is not None or cfg.reset is not None:
-            self.h_in = previous_states(Hs, h0, cfg.reverse, cfg.reset)
+            self.h_in = entering_states(Hs, h0, cfg.reverse, cfg.reset)
             if self.rmask is not None:
                 self.h_in.mul_(self.rmask)
         self.ln_hh_grad = None  # the gain's gradient, where a compiled loop summed it
@@ -194,6 +191,23 @@ class RecurrentProjectionGrad:
         if needs["b_hh"]:
             grads["b_hh"] = dhp.sum((0, 1))
         return grads
+
+
+def step_back(
+    rec: RecurrentProjectionGrad,
+    resets: ResetGrad,
+    t: int,
+    dhp: Tensor,
+    direct: Tensor | None,
+    output_grad: Tensor | None,
+) -> Tensor:
+    """d loss / d h_{t-1} (B, H_out): through the recurrent projection of dhp (B, G*H), plus
+    `direct` (what reaches h_{t-1} without the matmul: zoneout, held rows, the GRU's z path)
+    and the output's own gradient at t - 1. At a reset the first two went to the initial
+    state instead (ResetGrad); the output's gradient stays."""
+    if t not in resets.steps:  # one addmm for all three
+        return rec.step(t, dhp, add_all(output_grad, direct))
+    return resets.carry(t, rec.step(t, dhp, direct), output_grad)
 
 
 def split_state_grad(d: Tensor, a: Tensor | None, t: int) -> tuple[Tensor, Tensor | None]:

@@ -25,9 +25,9 @@ from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.fused_common import (
     DirectionConfig,
     RecurrentProjectionGrad,
-    add_all,
     add_previous_,
     split_state_grad,
+    step_back,
     visit_order,
 )
 from lstmkit.engines.resets import ResetGrad, reset_steps, restart
@@ -171,10 +171,7 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
         direct = torch.addcmul(hold, dhn, z[t]) if hold is not None else dhn * z[t]
-        if resets.reset is None:
-            dh = rec.step(t, dp.view(B, 3 * H), add_all(dH_next, direct))
-        else:  # d h_{t-1} = (what entered step t, unless reset) + d output_{t-1}
-            dh = add_all(resets(t, rec.step(t, dp.view(B, 3 * H), direct)), dH_next)
+        dh = step_back(rec, resets, t, dp.view(B, 3 * H), direct, dH_next)
     dhp = dhp.view(T, B, 3 * H)
     dxp = torch.cat([dhp[..., : 2 * H], dpre_n], dim=-1)  # (T, B, 3H)
     grads = {"xp": dxp, "h0": resets.initial(dh)}
@@ -200,10 +197,7 @@ def rnn_backward(cfg, h0, Hs, Hn, dH, needs) -> dict:
         dp = torch.mul(dhn, deriv[t], out=dpre[t])
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
-        if resets.reset is None:
-            dh = rec.step(t, dp, add_all(dH_next, hold))
-        else:  # d h_{t-1} = (what entered step t, unless reset) + d output_{t-1}
-            dh = add_all(resets(t, rec.step(t, dp, hold)), dH_next)
+        dh = step_back(rec, resets, t, dp, hold, dH_next)
     grads = {"xp": dpre, "h0": resets.initial(dh)}
     grads.update(rec.weight_grads(dpre, needs))
     return grads

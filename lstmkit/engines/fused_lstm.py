@@ -42,6 +42,7 @@ from lstmkit.engines.fused_common import (
     layer_norm_input_grad,
     mul_previous_,
     split_state_grad,
+    step_back,
     sum_with_previous,
     visit_order,
 )
@@ -73,7 +74,7 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
         w_hr_t = None if p.w_hr is None else p.w_hr.t().contiguous()  # (H, P)
         compiled.lstm_forward_loop(
             xp, h0.contiguous(), c0.contiguous(), w_t, _dense(p.w_peep), masks.recurrent,
-            valid_rows, _valid_rows(cfg.reset), _dense(p.ln_hh), raw, _dense(p.ln_c_w),
+            valid_rows, _row_flags(cfg.reset), _dense(p.ln_hh), raw, _dense(p.ln_c_w),
             _dense(p.ln_c_b), zo_h, zo_c, Cn, w_hr_t, LN_EPS, cfg.opts.coupled, cfg.reverse,
             A, Cs, Hs,
         )  # fmt: skip
@@ -116,7 +117,7 @@ def _zoneout_shares(cfg, T: int, B: int, H: int, P: int):
     value, (T, B, P) for h and (T, B, H) for c, lengths folded in, and valid None; else
     (None, None, valid (T, B))."""
     if not cfg.zoneout_on:
-        return None, None, _valid_rows(cfg.valid)
+        return None, None, _row_flags(cfg.valid)
     dtype, device = cfg.p.w_hh.dtype, cfg.p.w_hh.device
     shares = []
     for which, width in ((0, P), (1, H)):
@@ -134,9 +135,9 @@ def _dense_all(xs) -> list[Tensor | None]:
     return [_dense(x) for x in xs]
 
 
-def _valid_rows(valid: Tensor | None) -> Tensor | None:
+def _row_flags(flags: Tensor | None) -> Tensor | None:
     """(T, B, 1) bool (lengths or resets) -> (T, B) contiguous bool for the compiled loops."""
-    return None if valid is None else valid[..., 0].contiguous()
+    return None if flags is None else flags[..., 0].contiguous()
 
 
 def _sigmoid_grad_(dst: Tensor, y: Tensor) -> Tensor:
@@ -219,7 +220,8 @@ def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
     d_hnew = torch.empty_like(Hs) if p.w_hr is not None else None  # for dW_hr after the loop
     d_ctil = torch.empty_like(Cs) if ln_stats is not None else None  # for the LN_c gain
     order = visit_order(T, reverse)
-    resets_h, resets_c = ResetGrad(cfg.reset), ResetGrad(cfg.reset)
+    steps = reset_steps(cfg.reset)
+    resets_h, resets_c = ResetGrad(cfg.reset, steps), ResetGrad(cfg.reset, steps)
     for k, t in enumerate(order):
         dhn, hold_h = split_state_grad(dh, a_h, t)
         dcn, hold_c = split_state_grad(dc, a_c, t)
@@ -247,11 +249,8 @@ def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
             dc_prev += hold_c
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
-        if cfg.reset is None:
-            dh = rec.step(t, dp.view(B, G * H), add_all(dH_next, hold_h))
-        else:  # d h_{t-1} = (what entered step t, unless reset) + d output_{t-1}
-            dh = add_all(resets_h(t, rec.step(t, dp.view(B, G * H), hold_h)), dH_next)
-            dc_prev = resets_c(t, dc_prev)
+        dh = step_back(rec, resets_h, t, dp.view(B, G * H), hold_h, dH_next)
+        dc_prev = resets_c(t, dc_prev)  # the cell that entered step t afresh: to c0
         dc = dc_prev if (nxt is None or dC is None) else dc_prev + dC[nxt]
     dh, dc = resets_h.initial(dh), resets_c.initial(dc)
     return dpre, dh, dc, d_hnew, d_ctil, tc, ln_stats
@@ -335,7 +334,7 @@ def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
     dH, dC = d_seq
     dh, dc = compiled.lstm_backward_loop(
         act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
-        cfg.masks.recurrent, valid_rows, _valid_rows(cfg.reset), *_dense_all(hh),
+        cfg.masks.recurrent, valid_rows, _row_flags(cfg.reset), *_dense_all(hh),
         *_dense_all(lnc), *zo, _dense(p.w_hr), d_hnew, dh, dc, coupled, cfg.reverse, dpre,
     )  # fmt: skip
     return dpre.view(T, B, act.shape[-1] // H, H), dh, dc, d_hnew, tc, ln_c_sums

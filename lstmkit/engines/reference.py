@@ -23,6 +23,7 @@ from lstmkit.engines.base import (
     RecurrentCall,
     RecurrentSpec,
 )
+from lstmkit.engines.resets import reset_steps, restart
 from lstmkit.intervene import apply as apply_edits
 
 
@@ -59,10 +60,9 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     outputs: list[Tensor | None] = [None] * T
     record: dict[str, list[Tensor | None]] = {}
     edits = (call.intervention or {}).get(d.layer * call.num_directions + int(d.reverse))
-    initial = state
+    initial, restarts = state, reset_steps(d.reset)
     for t in range(T - 1, -1, -1) if d.reverse else range(T):
-        if d.reset is not None:  # a new episode / utterance: start from the initial state
-            state = tuple(torch.where(d.reset[t], s0, s) for s0, s in zip(initial, state))
+        state = restart(t, restarts, d.reset, initial, state)  # a new episode / utterance
         zoneout_t = tuple(None if zm is None else zm[t] for zm in zoneout_masks)
         new, gates = cell_step(call.spec, p, xp[t], state, masks.recurrent, zoneout_t, rates)
         if valid is not None:  # hold the state past each sequence's end

@@ -2,10 +2,11 @@
 
 A stream (lstmkit.nn.stream) runs one time step per call. Through the layer's forward that step
 would redo the per-call work of a whole sequence (checks, weight layouts: torch.nn.LSTM spends
-~200 us per call at B = 1 even for a 64 x 128 layer); through eager torch ops it is about eight
-calls per layer. Here the weights are laid out once, [W_ih | W_hh]^T (I + H_out, G*H) so a layer's
-two products are one matmul, with b_ih + b_hh folded, and each step is one call into C++ that
-runs every layer: the matmuls in ATen, the gate arithmetic in the fused engine's own kernels.
+122 us per call at B = 1 on a 64 x 128 layer, where the token's matmul takes 6.5 us;
+benchmarks/results/streaming.md); through eager torch ops it is about eight calls per layer.
+Here the weights are laid out once, [W_ih | W_hh]^T (I + H_out, G*H) so a layer's two products
+are one matmul, with b_ih + b_hh folded, and each step is one call into C++ that runs every
+layer: the matmuls in ATen, the gate arithmetic in the fused engine's own kernels.
 
 It computes LSTM (peephole, coupled, projection), GRU and RNN (tanh, relu) without layer norm
 or zoneout, on CPU in float32 / float64, without autograd; `unsupported` names what else it
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.base import LayerParams
-from lstmkit.cells.gates import split
+from lstmkit.cells.gates import GRU_GATES, RNN_GATES, lstm_layout, split
 from lstmkit.cells.gru import GRU
 from lstmkit.cells.lstm import LSTM
 from lstmkit.cells.rnn import RNN
@@ -106,7 +107,11 @@ class CompiledStep:
         kind = KINDS[spec.cell][spec.opts.nonlinearity if spec.cell is RNN else "tanh"]
         coupled = spec.opts.coupled
         args = (kind, coupled, w, w2, b, b2, peep, w_hr, xh, act, m, h, c)
-        return cls(cpu_loops().make_stream_step(*args), spec.cell.layout(spec.opts), coupled, act)
+        layout = spec.cell.layout(spec.opts)
+        # csrc/stream_step.cpp reads the blocks in the cells' storage order (lstmkit.cells.gates)
+        order = {LSTM: lstm_layout(coupled), GRU: GRU_GATES, RNN: RNN_GATES}[spec.cell]
+        assert layout == order, f"the compiled step's gate order {order} is not {layout}"
+        return cls(cpu_loops().make_stream_step(*args), layout, coupled, act)
 
     def run(self, x: Tensor) -> Tensor:
         """x (B, I) -> the last layer's new h (B, H_out), a fresh tensor; the state buffers are

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.gates import lstm_layout, peephole_layout, split
-from lstmkit.engines.resets import ResetGrad
-from lstmkit.engines.triton_launch import WEIGHTS, Spec, launch, or_dummy, previous
+from lstmkit.engines.resets import ResetGrad, entering_states, reset_steps
+from lstmkit.engines.triton_launch import WEIGHTS, Spec, launch, or_dummy
 
 
 def _ln_gain_grad(dy: Tensor, raw: Tensor, stats: Tensor, lo: int) -> Tensor:
@@ -57,9 +57,10 @@ def direction_backward(
     dh_direct = torch.empty(B, P, dtype=acc, device=dev)
     dh_carry = torch.zeros(B, P, dtype=acc, device=dev)
     dc = torch.zeros(B, H, dtype=acc, device=dev)
-    h_prev = previous(hs, h0, spec.reverse, spec.reset)  # (T, B, P): what each step started from
-    c_prev = previous(cs, c0, spec.reverse, spec.reset) if lstm else None
-    resets_h, resets_c = ResetGrad(spec.reset), ResetGrad(spec.reset)  # to (h0, c0) at a reset
+    h_prev = entering_states(hs, h0, spec.reverse, spec.reset)  # (T, B, P): each step's start
+    c_prev = entering_states(cs, c0, spec.reverse, spec.reset) if lstm else None
+    steps = reset_steps(spec.reset)
+    resets_h, resets_c = ResetGrad(spec.reset, steps), ResetGrad(spec.reset, steps)
     w_hh = w["w_hh"].to(acc)
     w_hr = w["w_hr"].to(acc) if proj else None
 

@@ -112,10 +112,7 @@ def _forward(spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, w: dict) -> dict:
     h, c = h0.contiguous(), (c0.to(acc).contiguous() if lstm else dummy)
     initial, restarts = (h, c), reset_steps(spec.reset)
     for t in range(T - 1, -1, -1) if spec.reverse else range(T):
-        if t in restarts:  # per-sample resets: these rows enter step t from (h0, c0)
-            n = 2 if lstm else 1
-            h, *rest = restart(t, restarts, spec.reset, initial[:n], (h, c)[:n])
-            c = rest[0] if lstm else c
+        h, c = restart(t, restarts, spec.reset, initial, (h, c))  # per-sample resets
         h_in = h if rmask is None else h * rmask
         raw = torch.mm(h_in, w["w_hh"].t(), out=raws[t]) if ln else h_in @ w["w_hh"].t()
         v = spec.valid[t] if spec.valid is not None else dummy

@@ -59,13 +59,5 @@ def launch(kernel, spec: Spec, B: int, *, ln: bool, acc: torch.dtype, **named) -
     kernel[grid](HAS_VALID=spec.valid is not None, ACC=acc_tl, BLOCK=block, **named)
 
 
-def previous(states: Tensor, s0: Tensor, reverse: bool, reset: Tensor | None = None) -> Tensor:
-    """(T, B, *) states after each step -> the state each step started from (s0's rows where
-    reset (T, B, 1) is True)."""
-    first = s0.unsqueeze(0).to(states.dtype)
-    out = torch.cat([states[1:], first]) if reverse else torch.cat([first, states[:-1]])
-    return out if reset is None else torch.where(reset, first, out)
-
-
 def or_dummy(t: Tensor | None, dummy: Tensor) -> Tensor:
     return dummy if t is None else t

@@ -230,10 +230,10 @@ class RecurrentBase(nn.Module):
                 p.w_hh = drop_weight(p.w_hh, self.weight_drop)
         return params
 
-    def stream(self, hx=None, batch_size: int = 1):
+    def stream(self, hx=None, batch_size: int | None = None):
         """A lstmkit.nn.stream.Stream: this layer run one time step per call, its state kept
         between calls (token-by-token inference). hx as forward's (batched); without it the
-        state starts at zero for `batch_size` sequences."""
+        state starts at zero for `batch_size` sequences (default 1)."""
         from lstmkit.nn.stream import Stream  # late: the stream imports the engines
 
         return Stream(self, hx, batch_size)

@@ -29,6 +29,11 @@ class Prepared:
 
 
 def _check_tensor(what: str, t: Tensor, dtype: torch.dtype, device: torch.device) -> None:
+    if not t.is_floating_point():  # e.g. token ids: converting the model would not help
+        raise ValueError(
+            f"{what} must be a floating-point tensor, got {t.dtype}; token ids go through an "
+            f"embedding (torch.nn.Embedding) first, other values convert with {what}.to({dtype})"
+        )
     if t.dtype != dtype:
         raise ValueError(
             f"{what} dtype ({t.dtype}) does not match weight dtype ({dtype}). "
@@ -145,15 +150,15 @@ def _check_resets(resets, T: int, B: int, module, batched: bool, lengths, device
     if not isinstance(resets, Tensor) or resets.dtype != torch.bool:
         got = resets.dtype if isinstance(resets, Tensor) else type(resets).__name__
         raise TypeError(
-            f"resets must be a bool tensor, True where a sequence starts afresh, got {got}"
+            f"resets must be a bool tensor, True where a sequence starts afresh, got {got}; "
+            f"convert it with torch.as_tensor(resets, dtype=torch.bool)"
         )
-    layouts = {
-        (False, False): ((T, B), "(T, B)"),
-        (False, True): ((B, T), "(B, T) with batch_first"),
-    }
-    want, layout = (
-        layouts[(not batched, module.batch_first)] if batched else ((T,), "(T,) unbatched")
-    )
+    if not batched:
+        want, layout = (T,), "(T,) unbatched"
+    elif module.batch_first:
+        want, layout = (B, T), "(B, T) with batch_first"
+    else:
+        want, layout = (T, B), "(T, B)"
     if tuple(resets.shape) != want:
         raise ValueError(
             f"resets must have the input's time and batch shape {want}, {layout} (one flag per "

@@ -176,7 +176,7 @@ class TokenStream:
     ids (B,) int64 -> logits (B, V). The recurrent stack runs as a lstmkit.nn.stream.Stream
     (weights laid out once); the same as model(tokens) one step at a time, in evaluation mode."""
 
-    def __init__(self, model: LanguageModel, hidden=None, batch_size: int = 1) -> None:
+    def __init__(self, model: LanguageModel, hidden=None, batch_size: int | None = None) -> None:
         if model.training:
             raise ValueError(
                 "a TokenStream runs the model in evaluation mode (no dropout); call model.eval() "
@@ -186,6 +186,8 @@ class TokenStream:
         self.rnn = model.rnn.stream(hx=hidden, batch_size=batch_size)
 
     def __call__(self, ids: Tensor) -> Tensor:
+        if self.model.training:  # its dropouts would be skipped: refuse rather than differ
+            raise ValueError("the model was put in training mode; call model.eval() first")
         x = F.embedding(ids, self.model.embedding.weight)  # (B, E)
         return self.model.decoder(self.rnn(x))  # (B, V)
 

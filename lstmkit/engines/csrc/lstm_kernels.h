@@ -258,6 +258,16 @@ void split(const T* d, const T* a, T* d_new, T* hold, int64_t n) {
   }
 }
 
+// Row flags (valid: lengths; reset: per-sample resets) must be contiguous (T, B) bool: the loops
+// read row t at t * B.
+inline void check_flags(const c10::optional<at::Tensor>& flags, int64_t T, int64_t B,
+                        const char* what) {
+  if (!flags.has_value() || !flags->defined()) return;
+  TORCH_CHECK(flags->scalar_type() == at::kBool && flags->dim() == 2 && flags->size(0) == T &&
+                  flags->size(1) == B && flags->is_contiguous(),
+              what, " must be a contiguous (T, B) bool tensor");
+}
+
 // Per-sample resets: row t of reset (T, B) bool when some sequence enters step t afresh, else
 // null (the common case costs one scan of B flags).
 inline const bool* reset_row(const c10::optional<at::Tensor>& reset, int64_t t, int64_t B) {

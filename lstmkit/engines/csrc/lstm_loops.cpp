@@ -14,8 +14,9 @@
 
 using namespace lstmkit;
 
-// xp (T, B, G*H) = LN_ih(W_ih x) + b_ih + b_hh; h0, c0 (B, H); w_t (H, G*H) = W_hh^T; peep
-// (G-1)*H or none; rmask (B, H) recurrent dropout mask or none; valid (T, B) bool (lengths) or
+// P = H_out (proj_size, else H). xp (T, B, G*H) = LN_ih(W_ih x) + b_ih + b_hh; h0 (B, P), c0
+// (B, H); w_t (P, G*H) = W_hh^T; peep (G-1)*H or none; rmask (B, P) recurrent dropout mask or
+// none; valid (T, B) bool (lengths) or
 // none; ln_hh (G*H) gain of LN_hh or none, with raw (T, B, G*H) receiving W_hh h_in; ln_c_w,
 // ln_c_b (H) LN_c or none; zo_h, zo_c (T, B, H) zoneout's share of the new value (lengths folded
 // in; then valid is none) with Cn (T, B, H) receiving the cell before zoneout, or none; w_hr_t
@@ -45,6 +46,8 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
   TORCH_CHECK(!zoneout || (has(zo_c) && has(Cn) && zo_h->is_contiguous() &&
                            zo_c->is_contiguous()),
               "lstm_forward_loop: zoneout needs zo_h, zo_c (contiguous) and Cn");
+  check_flags(valid, T, B, "lstm_forward_loop: valid");
+  check_flags(reset, T, B, "lstm_forward_loop: reset");
   at::NoGradGuard no_grad;
   at::Tensor h = h0, c = c0;
   at::Tensor h_in = has(rmask) ? at::empty_like(h0) : at::Tensor();
@@ -106,11 +109,11 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
   }
 }
 
-// The backward time loop. act (T, B, G*H) activations and C (T, B, H) cells from the forward;
-// c0 (B, H); peep or none; dH (T, B, H) gradient of the hidden outputs or none; dC (T, B, H) of
-// the traced cells or none; dA (T, B, G*H) of the traced activations or none; w_hh (G*H, H);
-// rmask (B, H) or none; valid (T, B) bool or none; reset (T, B) bool or none, as in the
-// forward. LN_hh (or none): its gain, raw (T, B, G*H)
+// The backward time loop (P = H_out, as in the forward). act (T, B, G*H) activations and C
+// (T, B, H) cells from the forward; c0 (B, H); peep or none; dH (T, B, P) gradient of the hidden
+// outputs or none; dC (T, B, H) of the traced cells or none; dA (T, B, G*H) of the traced
+// activations or none; w_hh (G*H, P); rmask (B, P) or none; valid (T, B) bool or none; reset
+// (T, B) bool or none, as in the forward. LN_hh (or none): its gain, raw (T, B, G*H)
 // and its statistics hh_mean, hh_rstd (T, B, 1); draw (T, B, G*H) receives d loss / d raw and
 // ln_hh_grad (G*H, zeros on entry) the gain's gradient. LN_c (or none): ln_c_w, ln_c_b, the
 // statistics c_mean, c_rstd (T, B, 1); ln_c_grad (2, H), zeros on entry, receives the gradients
@@ -144,6 +147,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
                   c0.is_contiguous(),
               "lstm_backward_loop: act, C, c0 and dpre must be contiguous");
   TORCH_CHECK(!has(dA) || dA->is_contiguous(), "lstm_backward_loop: dA must be contiguous");
+  check_flags(valid, T, B, "lstm_backward_loop: valid");
+  check_flags(reset, T, B, "lstm_backward_loop: reset");
   TORCH_CHECK(!has(ln_c_w) || (c_mean->is_contiguous() && c_rstd->is_contiguous()),
               "lstm_backward_loop: LN_c statistics must be contiguous");
   at::NoGradGuard no_grad;

@@ -6,7 +6,8 @@
 // fused engine's own kernel (lstm_kernels.h). The tests hold a stream against the whole-sequence
 // forward of the reference engine (float64, 1e-10).
 //
-// Tensors are CPU, float32 or float64, contiguous (checked by the Python caller).
+// Tensors are CPU, float32 or float64 (checked by the Python caller); the buffers contiguous
+// (checked in make_stream_step).
 
 #include <torch/extension.h>
 
@@ -22,6 +23,8 @@ enum Kind : int64_t { KIND_LSTM = 0, KIND_GRU = 1, KIND_RNN_TANH = 2, KIND_RNN_R
 
 inline bool given(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
+// lstmkit/cells/gru.py's gru_pointwise, in its gate order r, z, n (lstmkit.cells.gates.GRU_GATES;
+// CompiledStep.prepare checks the cell's layout is that order)
 template <typename T>
 void gru_step(T* a, const T* hp, T* h, int64_t B, int64_t H) {
   // a (B, 3H) holds xp = W_ih x + b_ih on entry and r, z, n on return; hp (B, 3H) = W_hh h + b_hh
@@ -52,6 +55,7 @@ void concat_rows(const T* x, const T* h, T* out, int64_t B, int64_t I, int64_t P
   }
 }
 
+// lstmkit/cells/rnn.py's rnn_pointwise: tanh or relu of the one block
 template <typename T>
 void rnn_step(const T* pre, T* h, int64_t n, bool relu) {
   if (relu) {
