@@ -44,7 +44,8 @@ from lstmkit.engines.base import (
     RecurrentCall,
     masked,
 )
-from lstmkit.engines.fused_ops import GRU_INPUTS, LSTM_INPUTS, RNN_INPUTS, HDirection, LSTMDirection
+from lstmkit.engines.fused_ops import LSTM_INPUTS, LSTMDirection
+from lstmkit.engines.fused_ops_h import GRU_INPUTS, RNN_INPUTS, HDirection
 from lstmkit.engines.ops import autograd_wrapper
 
 
