@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the applications import beyond torch: the `apps` extra (pyproject.toml)
+APP_DEPENDENCIES = ("numpy", "tqdm", "safetensors", "matplotlib", "h5py", "tomli")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -42,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         result = args.func(args)
+    except ModuleNotFoundError as exc:  # `pip install lstmkit` brings the library only
+        top = (exc.name or "").split(".")[0]
+        if top not in APP_DEPENDENCIES:
+            raise
+        print(
+            f"error: lstmkit's commands need the applications' dependencies, and {top} is not "
+            f"installed; install them with: pip install 'lstmkit[apps]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:  # Ctrl-C outside a training run (which says more itself)
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
