@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from common import environment
 
 from lstmkit.tasks.train import TrainConfig, format_table, train_task
-from lstmkit.training.benchmarking import environment_info
 
 PAPER_SEQUENCES = {100: 74_000, 500: 209_000, 1000: 853_000}  # Table 7, LSTM, 1997
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    env = environment_info()
+    env = environment()
     results = []
     for lag in [int(x) for x in args.lags.split(",")]:
         for cell in args.cells.split(","):

@@ -29,12 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from common import REPO_ROOT, environment  # noqa: E402
+from lm_speed import compare_training_speed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lstmkit.data import Vocab  # noqa: E402
 from lstmkit.data.batching import as_tensor, batchify, num_windows, windows  # noqa: E402
 from lstmkit.data.text import read_tokens  # noqa: E402
-from lstmkit.training.benchmarking import REPO_ROOT, compare_training_speed, environment_info  # noqa: E402
 from lstmkit.training.checkpoint import load_checkpoint, load_training_state, save_checkpoint  # noqa: E402
 from lstmkit.training.loop import evaluate_stream, train_window  # noqa: E402
 from lstmkit.training.model import LanguageModel, ModelConfig, count_parameters  # noqa: E402
@@ -159,7 +160,7 @@ def main() -> None:
     record = {
         "benchmark": "ptb_zaremba_small",
         "published": PUBLISHED,
-        "env": environment_info(),
+        "env": environment(),
         "args": vars(args),
         "model": config.to_dict(),
         "vocab_size": len(vocab),

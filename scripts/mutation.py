@@ -184,10 +184,10 @@ def main() -> int:
     if args.recheck:
         print(f"{forget_survivors(ROOT / 'mutants', args.only)} surviving mutants to run again")
     seconds = 0.0 if args.report else run_mutmut(args.only, args.workers)
-    sys.path.insert(0, str(ROOT))
-    from lstmkit.training.benchmarking import environment_info
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    from common import environment  # benchmarks/common.py: machine, versions, commit
 
-    env = environment_info()
+    env = environment()
     equivalents = tomllib.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     full_run = not (args.report or args.recheck)
@@ -196,7 +196,7 @@ def main() -> int:
         if not full_run
         else "python scripts/mutation.py" + (f" --only '{args.only}'" if args.only else ""),
         "commit": env.get("git_commit"),
-        "machine": f"{env.get('cpu')}, {env.get('logical_cpus', '?')} CPUs",
+        "machine": f"{env.get('cpu')}, {env.get('cpu_count', '?')} CPUs",
         "versions": f"python {env.get('python')}, torch {env.get('torch')}",
         "minutes": seconds / 60 if full_run else previous.get("minutes", 0.0),
         "recheck_minutes": seconds / 60 if args.recheck else previous.get("recheck_minutes"),

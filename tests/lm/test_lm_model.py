@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import lstmkit
-from lstmkit.training.benchmarking import TorchLSTMLM
+from benchmarks.lm_speed import TorchLSTMLM
 from lstmkit.training.model import LanguageModel, ModelConfig, count_parameters, detach_hidden
 
 V = 17
@@ -167,8 +167,8 @@ def test_tokens_must_be_time_major_long():
 
 
 def test_speed_comparison_runs_both_models_without_touching_the_original():
+    from benchmarks.lm_speed import compare_training_speed
     from lstmkit.data.batching import batchify
-    from lstmkit.training.benchmarking import compare_training_speed
 
     m = LanguageModel(ModelConfig(vocab_size=V, emb_size=8, hidden_size=8))
     before = {k: v.clone() for k, v in m.state_dict().items()}

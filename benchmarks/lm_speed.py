@@ -1,76 +1,21 @@
-"""Helpers shared by the LM benchmark scripts: environment record, torch.nn.LSTM twin, tokens/s.
+"""Training speed of a language model against its twin on torch.nn.LSTM (the LM benchmarks).
 
-A benchmark result is only useful with the machine, versions and commit that produced it, and a
-speed claim only against a baseline measured in the same process: `compare_training_speed` times
-the lstmkit model and a twin built on torch.nn.LSTM with the same weights, interleaved, so both
-see the same machine load.
+A speed claim is only useful against a baseline measured in the same process:
+`compare_training_speed` times the lstmkit model and a twin built on torch.nn.LSTM with the same
+weights, interleaved, so both see the same machine load. Imported by the benchmark scripts
+(run as `python benchmarks/NAME.py`, so this file is `lm_speed`) and by the tests.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-import lstmkit
 from lstmkit.training.loop import train_window
 from lstmkit.training.model import LanguageModel
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def environment_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            or None
-        )
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "lstmkit": lstmkit.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 class TorchLSTMLM(nn.Module):
