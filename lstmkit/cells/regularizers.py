@@ -15,9 +15,27 @@ of (input, weights, masks): engines can be compared exactly even in training mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+
+class ZoneoutRates(NamedTuple):
+    """Zoneout's two rates, by name: the user's pair is (cell, hidden) (Krueger et al.'s z_c,
+    z_h); the states are ordered (h, c), and `by_state` gives them in that order."""
+
+    cell: float = 0.0
+    hidden: float = 0.0
+
+    @property
+    def by_state(self) -> tuple[float, float]:
+        """(hidden, cell): the rates in the order of cell.state_names."""
+        return self.hidden, self.cell
+
+    @property
+    def active(self) -> bool:
+        return self.cell > 0 or self.hidden > 0
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.cells.base import Cell, CellOptions, LayerParams
-from lstmkit.cells.regularizers import StepMasks
+from lstmkit.cells.regularizers import StepMasks, ZoneoutRates
 from lstmkit.engines.resets import direction_resets
 from lstmkit.trace import Trace
 
@@ -49,7 +49,7 @@ class RecurrentSpec:
     dropout: float = 0.0  # between layers, on every layer's output but the last
     peephole: bool = False
     layer_norm: bool = False
-    zoneout: tuple[float, float] = (0.0, 0.0)  # (cell, hidden) rates
+    zoneout: ZoneoutRates = ZoneoutRates()
     recurrent_dropout: float = 0.0
 
     @property
@@ -91,12 +91,12 @@ class RecurrentCall:
     def has_step_regularizers(self) -> bool:
         """Recurrent dropout or zoneout: they change the step itself (zoneout in eval too)."""
         active_dropout = self.training and self.recurrent_dropout > 0
-        return active_dropout or any(z > 0 for z in self.zoneout)
+        return active_dropout or ZoneoutRates(*self.zoneout).active
 
     @property
     def eval_zoneout(self) -> tuple[float, float]:
         """The zoneout rates (hidden, cell) applied as an expectation: evaluation mode only."""
-        return (0.0, 0.0) if self.training else (self.zoneout[1], self.zoneout[0])
+        return (0.0, 0.0) if self.training else ZoneoutRates(*self.zoneout).by_state
 
 
 @dataclass

@@ -25,6 +25,7 @@ from lstmkit.cells.base import LayerParams
 from lstmkit.cells.gates import GRU_GATES, RNN_GATES, lstm_layout, split
 from lstmkit.cells.gru import GRU
 from lstmkit.cells.lstm import LSTM
+from lstmkit.cells.regularizers import ZoneoutRates
 from lstmkit.cells.rnn import RNN
 from lstmkit.engines.base import RecurrentSpec
 from lstmkit.engines.cpu_loops import cpu_loops
@@ -41,7 +42,7 @@ def unsupported(spec: RecurrentSpec, training: bool, like: Tensor) -> str | None
         return f"the compiled step runs on CPU in float32 / float64, not {like.device} {like.dtype}"
     if spec.layer_norm:
         return "layer norm is not in the compiled step"
-    if any(z > 0 for z in spec.zoneout):
+    if ZoneoutRates(*spec.zoneout).active:
         return "zoneout is not in the compiled step"
     stochastic = spec.recurrent_dropout > 0 or (spec.dropout > 0 and spec.num_layers > 1)
     if training and stochastic:

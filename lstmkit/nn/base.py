@@ -210,7 +210,7 @@ class RecurrentBase(nn.Module):
 
     def _sample_masks(self, T: int, B: int, like: Tensor) -> list[StepMasks] | None:
         """One StepMasks per layer-direction when recurrent dropout or zoneout is training."""
-        rd, (zc, zh) = self.recurrent_dropout, self.zoneout
+        rd, zc, zh = self.recurrent_dropout, self.zoneout.cell, self.zoneout.hidden
         if not self.training or (rd == 0 and zc == 0 and zh == 0):
             return None
         H, H_out = self.hidden_size, self.proj_size or self.hidden_size

@@ -15,6 +15,7 @@ import numbers
 
 from lstmkit import engines
 from lstmkit.cells.base import Cell, CellOptions
+from lstmkit.cells.regularizers import ZoneoutRates
 
 
 def _kind(value: object) -> str:
@@ -73,8 +74,8 @@ def check_rate(name: str, value: object, upper_inclusive: bool = True) -> float:
     return float(value)
 
 
-def zoneout_pair(zoneout: object, cell: Cell) -> tuple[float, float]:
-    """A rate or a (cell, hidden) pair -> checked (cell, hidden) rates (cell 0 without a c)."""
+def zoneout_pair(zoneout: object, cell: Cell) -> ZoneoutRates:
+    """A rate or a (cell, hidden) pair -> checked rates (cell 0 without a c)."""
     if isinstance(zoneout, (tuple, list)):
         if len(zoneout) != 2:
             raise ValueError(
@@ -84,7 +85,7 @@ def zoneout_pair(zoneout: object, cell: Cell) -> tuple[float, float]:
         zoneout_c, zoneout_h = (check_rate("zoneout", z) for z in zoneout)
     else:
         zoneout_c = zoneout_h = check_rate("zoneout", zoneout)
-    return (zoneout_c if "c" in cell.state_names else 0.0), zoneout_h
+    return ZoneoutRates(cell=zoneout_c if "c" in cell.state_names else 0.0, hidden=zoneout_h)
 
 
 def check_forget_bias(value: object, cell: Cell, coupled: bool, bias: bool) -> float | None:

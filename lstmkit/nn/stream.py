@@ -278,8 +278,8 @@ class Stream:
         elif self._rmask is None:  # variational: one mask per sequence
             self._rmask = [dropout_mask((B, H_out), layer.recurrent_dropout, x)
                            for _ in self._state]  # fmt: skip
-        zc, zh = layer.zoneout  # the pair is (cell, hidden)
-        rates = (0.0, 0.0) if training else (zh, zc)  # evaluation: zoneout's expectation
+        zc, zh = layer.zoneout.cell, layer.zoneout.hidden
+        rates = (0.0, 0.0) if training else layer.zoneout.by_state  # evaluation: expectation
         # the buffers are written in place by the compiled step: autograd must not keep them
         state = self._state
         if state is self._buffers:
