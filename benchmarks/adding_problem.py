@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from common import environment
 
-from lstmkit.tasks.train import TrainConfig, format_table, train_task
+from lstmkit.tasks.train import TaskConfig, format_table, train_task
 
 PAPER_SEQUENCES = {100: 74_000, 500: 209_000, 1000: 853_000}  # Table 7, LSTM, 1997
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for lag in [int(x) for x in args.lags.split(",")]:
         for cell in args.cells.split(","):
-            cfg = TrainConfig(
+            cfg = TaskConfig(
                 task="adding",
                 lag=lag,
                 cell=cell,

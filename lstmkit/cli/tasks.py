@@ -181,9 +181,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _config(args, cell: str, lag: int):
-    from lstmkit.tasks.train import TrainConfig
+    from lstmkit.tasks.train import TaskConfig
 
-    return TrainConfig(
+    return TaskConfig(
         task=args.task,
         lag=lag,
         cell=cell,

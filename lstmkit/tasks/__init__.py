@@ -13,7 +13,7 @@ from lstmkit.tasks.definitions import (
     TemporalOrder,
     make_task,
 )
-from lstmkit.tasks.train import TaskModel, TrainConfig, TrainResult, sweep, train_task
+from lstmkit.tasks.train import TaskConfig, TaskModel, TaskResult, sweep, train_task
 
 __all__ = [
     "TASKS",
@@ -24,8 +24,8 @@ __all__ = [
     "Task",
     "TaskModel",
     "TemporalOrder",
-    "TrainConfig",
-    "TrainResult",
+    "TaskConfig",
+    "TaskResult",
     "make_task",
     "sweep",
     "train_task",

@@ -1,6 +1,6 @@
 """Training a recurrent net on a long-lag task until the task's success criterion holds.
 
-    result = train_task(TrainConfig(task="adding", lag=100, cell="lstm"))
+    result = train_task(TaskConfig(task="adding", lag=100, cell="lstm"))
     result.solved, result.sequences          # solved? after how many training sequences?
 
 The criterion follows Hochreiter & Schmidhuber 1997: the `window` most recent training sequences
@@ -28,7 +28,7 @@ from lstmkit.tasks.definitions import Task, make_task
 
 
 @dataclass
-class TrainConfig:
+class TaskConfig:
     task: str = "adding"  # adding | temporal | copy
     lag: int = 100  # T of the task (see definitions.py)
     cell: str = "lstm"  # rnn | gru | lstm
@@ -47,7 +47,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class TaskResult:
     config: dict
     task: str
     description: str
@@ -106,7 +106,7 @@ def evaluate_model(
     return right, done
 
 
-def train_task(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train_task(cfg: TaskConfig, progress: bool = True) -> TaskResult:
     """Train until solved or a bound is hit, then test. Shows a tqdm bar when progress=True."""
     from tqdm import tqdm
 
@@ -162,7 +162,7 @@ def train_task(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     right, tested = evaluate_model(
         model, task, cfg.test_size, torch.Generator().manual_seed(cfg.seed + 1_000_003)
     )
-    return TrainResult(
+    return TaskResult(
         config=asdict(cfg),
         task=cfg.task,
         description=task.describe(),
@@ -181,18 +181,18 @@ def train_task(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
 
 def sweep(
-    base: TrainConfig, cells: list[str], lags: list[int], progress: bool = True
-) -> list[TrainResult]:
+    base: TaskConfig, cells: list[str], lags: list[int], progress: bool = True
+) -> list[TaskResult]:
     """Accuracy against lag: one training run per (cell, lag), same seed and budget for all."""
     results = []
     for lag in lags:
         for cell in cells:
-            cfg = TrainConfig(**{**asdict(base), "cell": cell, "lag": lag})
+            cfg = TaskConfig(**{**asdict(base), "cell": cell, "lag": lag})
             results.append(train_task(cfg, progress=progress))
     return results
 
 
-def format_table(results: list[TrainResult]) -> str:
+def format_table(results: list[TaskResult]) -> str:
     """A plain-text table: one row per run."""
     head = (
         f"{'task':9} {'cell':5} {'T':>5} {'solved':>6} {'sequences':>10} {'seconds':>8} "

@@ -10,9 +10,9 @@ import torch
 from lstmkit.tasks import (
     AddingProblem,
     CopyMemory,
+    TaskConfig,
     TaskModel,
     TemporalOrder,
-    TrainConfig,
     make_task,
     train_task,
 )
@@ -181,7 +181,7 @@ def test_success_criterion_and_budget(monkeypatch):
     monkeypatch.setattr(train_module, "TaskModel", RecordingTaskModel)
     RecordingTaskModel.seen = []
     # a window of one batch and no accuracy demand: solved after exactly one batch
-    cfg = TrainConfig(
+    cfg = TaskConfig(
         task="temporal",
         lag=20,
         cell="rnn",
@@ -202,7 +202,7 @@ def test_success_criterion_and_budget(monkeypatch):
     assert r.test_wrong == 32 - right and r.test_accuracy == right / 32
     # an impossible demand: stops at the budget, not solved, says why
     RecordingTaskModel.seen = []
-    cfg = TrainConfig(
+    cfg = TaskConfig(
         task="adding",
         lag=22,
         cell="lstm",
@@ -222,7 +222,7 @@ def test_success_criterion_and_budget(monkeypatch):
 
 @pytest.mark.slow
 def test_lstm_solves_the_adding_problem_at_t30():
-    cfg = TrainConfig(
+    cfg = TaskConfig(
         task="adding",
         lag=30,
         cell="lstm",
