@@ -15,8 +15,10 @@ from lstmkit.cli.options import (
     reports_errors,
     set_threads,
 )
+from lstmkit.demo.config import DemoConfig
 
 BATCH = 32  # sentences per training step (lstmkit.agreement.train.SentenceLMConfig)
+DEFAULTS = DemoConfig()  # the flags' defaults are the config's, typed once there
 
 
 def register(sub) -> None:
@@ -31,11 +33,11 @@ def register(sub) -> None:
         "number, and writes a report folder (index.html, PNGs, figures.json, "
         "summary.json, inspect.html, both models). Needs no download.",
     )
-    p.add_argument("--out", default="lstmkit-demo", help="report folder")
+    p.add_argument("--out", default=DEFAULTS.out, help="report folder")
     p.add_argument(
         "--steps",
         type=POSITIVE,
-        default=3000,
+        default=DEFAULTS.steps,
         metavar="N",
         help=f"training steps per model, {BATCH} sentences each; agreement accuracy is measured "
         "every steps/12 steps along the way",
@@ -43,38 +45,42 @@ def register(sub) -> None:
     p.add_argument(
         "--hidden-size",
         type=POSITIVE,
-        default=64,
+        default=DEFAULTS.hidden_size,
         metavar="N",
         help="recurrent units of both models",
     )
     p.add_argument(
         "--train-sentences",
         type=int_in(BATCH),
-        default=20_000,
+        default=DEFAULTS.train_sentences,
         metavar="N",
         help=f"generated training sentences, at least {BATCH} (one batch)",
     )
     p.add_argument(
         "--max-train-distance",
         type=NATURAL,
-        default=12,
+        default=DEFAULTS.max_train_distance,
         metavar="D",
         help="training distances 0..D, in words between subject and verb",
     )
     p.add_argument(
-        "--max-test-distance", type=NATURAL, default=18, metavar="D", help="test distances 0..D"
+        "--max-test-distance",
+        type=NATURAL,
+        default=DEFAULTS.max_test_distance,
+        metavar="D",
+        help="test distances 0..D",
     )
     p.add_argument(
         "--per-distance",
         type=int_in(2),
-        default=100,
+        default=DEFAULTS.per_distance,
         metavar="N",
         help="test sentences per distance, at least 2 (half have a plural subject)",
     )
     p.add_argument(
         "--max-seconds",
         type=POSITIVE_FLOAT,
-        default=150.0,
+        default=DEFAULTS.max_seconds,
         metavar="S",
         help="cap on training time per model, in seconds",
     )
@@ -86,7 +92,7 @@ def register(sub) -> None:
 
 @reports_errors
 def run(args: argparse.Namespace) -> int:
-    from lstmkit.agreement.demo import DemoConfig, format_summary, run_demo
+    from lstmkit.demo.run import format_summary, run_demo
 
     set_threads(args.threads)
     cfg = DemoConfig(

@@ -1,58 +1,17 @@
-"""The demo: does a plain RNN carry a subject's number across a gap, and does an LSTM?
-
-    run_demo(DemoConfig(out="lstmkit-demo"))
-
-1. Generate an agreement corpus with the built-in grammar (no download): training sentences
-   with 0..max_train_distance words between subject and verb, and a test set with `per_distance`
-   sentences at every distance 0..max_test_distance (longer than any seen in training).
-2. Train a plain (tanh) RNN and an LSTM language model of the same size on it.
-3. Score both, every steps/12 steps while training and at the end: a test sentence is right
-   when the model gives the correct verb form a higher probability than the wrong one after
-   the prefix. Accuracy by distance and by attractors, and how many steps each model needs
-   before it is right at long distances.
-4. Read the LSTM's cell states (and the RNN's hidden states) at the steps between subject and
-   verb, and rank the cells by how well each alone predicts the subject's number on held-out
-   sentences; plot the best cell over time.
-5. Write the report folder (index.html, PNGs, figures.json, summary.json, the interactive
-   inspect.html, and both models as lstmkit checkpoints) and return the summary.
-"""
+"""The demo's report sections: accuracy against distance and during training, and the cells that
+carry the subject's number (see lstmkit.demo)."""
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lstmkit.agreement.grammar import AgreementGrammar
-from lstmkit.agreement.readers import from_generated
-from lstmkit.agreement.score import score_prefix_items
-from lstmkit.agreement.train import SentenceLMConfig, build_vocab, train_sentence_lm
+from lstmkit.demo.config import DemoConfig
 from lstmkit.inspect.cells import predictive_cells
 from lstmkit.inspect.html import write_page
 from lstmkit.inspect.plots import plot_heatmaps, plot_lines, plot_saturation, plot_text_cell
-from lstmkit.inspect.report import Report
 from lstmkit.inspect.states import StateSet, collect_states
-from lstmkit.training.checkpoint import save_checkpoint
-
-
-@dataclass
-class DemoConfig:
-    out: str = "lstmkit-demo"
-    train_sentences: int = 20_000
-    max_train_distance: int = 12  # words between subject and verb in training sentences
-    max_test_distance: int = 18
-    per_distance: int = 100  # test sentences per distance
-    emb_size: int = 32
-    hidden_size: int = 64
-    steps: int = 3000  # optimiser steps per model (batch 32)
-    lr: float = 3e-3
-    max_seconds: float = 150.0  # per model: stop training early after this
-    inspect_sentences: int = 300
-    seed: int = 0
-    progress: bool = True
 
 
 def _number_data(states, sentences):
@@ -82,56 +41,12 @@ def _cell_course(states, name, cell, sentences, min_distance):
     return {k: (sorted(v), [float(np.mean(v[o])) for o in sorted(v)]) for k, v in course.items()}
 
 
-def _train_and_score(cfg: DemoConfig, sentences, vocab, items, out: Path):
-    """Train the RNN and the LSTM, score both, save both as checkpoints."""
-    models, reports, histories = {}, {}, {}
-    for cell in ("rnn", "lstm"):
-        lm_cfg = SentenceLMConfig(
-            cell=cell,
-            emb_size=cfg.emb_size,
-            hidden_size=cfg.hidden_size,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            max_seconds=cfg.max_seconds,
-            seed=cfg.seed,
-        )
-
-        def during(m):  # agreement accuracy by distance, tracked while training
-            r = score_prefix_items(m, vocab, items)
-            return {
-                "accuracy": r.accuracy,
-                "by_distance": {d: v["accuracy"] for d, v in r.by_distance.items()},
-            }
-
-        model, hist = train_sentence_lm(
-            sentences,
-            vocab,
-            lm_cfg,
-            progress=cfg.progress,
-            desc=f"training {cell.upper():4}",
-            evaluate=during,
-            eval_every=max(1, cfg.steps // 12),
-        )
-        models[cell], histories[cell] = model, hist
-        reports[cell] = score_prefix_items(model, vocab, items)
-        save_checkpoint(
-            out / "models" / cell,
-            model,
-            model.config,
-            vocab,
-            data={"level": "word", "source": "lstmkit agreement grammar"},
-            train=hist["config"],
-        )
-
-    return models, reports, histories
-
-
-def _long_range(cfg: DemoConfig) -> tuple[int, int]:
+def long_range(cfg: DemoConfig) -> tuple[int, int]:
     D = cfg.max_test_distance
     return (min(D, max(3, D // 2 + 1)), D)
 
 
-def _first_step(evals: list[dict], span: tuple[int, int], level: float) -> int | None:
+def first_step(evals: list[dict], span: tuple[int, int], level: float) -> int | None:
     """The first evaluated step at which mean accuracy over the distances in span >= level."""
     for e in evals:
         acc = np.mean([e["by_distance"][d] for d in range(span[0], span[1] + 1)])
@@ -152,7 +67,7 @@ def _during_training(histories, lo: tuple[int, int], hi: tuple[int, int]):
     return series
 
 
-def _accuracy_section(rep, cfg: DemoConfig, reports, histories, out: Path) -> None:
+def accuracy_section(rep, cfg: DemoConfig, reports, histories, out: Path) -> None:
     """Accuracy by distance and by attractors, the table, the training curves."""
     rep.heading("Agreement accuracy")
     acc = {
@@ -212,7 +127,7 @@ def _accuracy_section(rep, cfg: DemoConfig, reports, histories, out: Path) -> No
         ylim=None,
     )
     rep.figure("training_loss", fig, "Training loss of both language models.")
-    lo, hi = (0, min(2, cfg.max_test_distance)), _long_range(cfg)
+    lo, hi = (0, min(2, cfg.max_test_distance)), long_range(cfg)
     fig = plot_lines(
         _during_training(histories, lo, hi),
         out / "accuracy_during_training.png",
@@ -230,7 +145,7 @@ def _accuracy_section(rep, cfg: DemoConfig, reports, histories, out: Path) -> No
     )
 
 
-def _cells_section(rep, cfg: DemoConfig, models, vocab, test, out: Path) -> dict:
+def cells_section(rep, cfg: DemoConfig, models, vocab, test, out: Path) -> dict:
     """Rank each model's cells by how well they predict the subject's number; LSTM
     pictures and the interactive page."""
     rep.heading("Cells that carry the subject's number")
@@ -324,82 +239,3 @@ def _cells_section(rep, cfg: DemoConfig, models, vocab, test, out: Path) -> dict
         "checkpoints).</p>"
     )
     return cells
-
-
-def run_demo(cfg: DemoConfig) -> dict:
-    """Run the whole demo (see the module docstring); returns the summary."""
-    t0 = time.perf_counter()
-    out = Path(cfg.out)
-    train = AgreementGrammar(cfg.seed).corpus(cfg.train_sentences, cfg.max_train_distance)
-    distances = list(range(cfg.max_test_distance + 1))
-    test = AgreementGrammar(cfg.seed + 1).test_set(cfg.per_distance, distances)
-    sentences = [s.tokens for s in train]
-    vocab = build_vocab(sentences)
-    items = from_generated(test)
-
-    models, reports, histories = _train_and_score(cfg, sentences, vocab, items, out)
-    rep = Report(out, "lstmkit demo: carrying a subject's number across a gap")
-    rep.paragraph(
-        f"{cfg.train_sentences:,} generated training sentences with 0-{cfg.max_train_distance} "
-        f"words between subject and verb; {len(test):,} test sentences, {cfg.per_distance} at "
-        f"each distance 0-{cfg.max_test_distance}. Both models: embedding {cfg.emb_size}, one "
-        f"recurrent layer of {cfg.hidden_size} units, Adam lr {cfg.lr}, batch 32, "
-        f"{cfg.steps} steps (or {cfg.max_seconds:g} s). A test sentence is right when the "
-        "model prefers the correct verb form to the wrong one after the prefix."
-    )
-    rep.raw("<p>Example: <code>" + " ".join(test[-1].tokens) + "</code></p>")
-    _accuracy_section(rep, cfg, reports, histories, out)
-    cells = _cells_section(rep, cfg, models, vocab, test, out)
-    seconds = time.perf_counter() - t0
-    summary = {
-        "config": asdict(cfg),
-        "seconds": seconds,
-        "vocab_size": len(vocab),
-        "accuracy": {c: r.accuracy for c, r in reports.items()},
-        "by_distance": {c: r.to_dict()["by_distance"] for c, r in reports.items()},
-        "by_attractors": {c: r.to_dict()["by_attractors"] for c, r in reports.items()},
-        "number_cells": {c: {"state": n, **rk.to_dict()} for c, (n, rk) in cells.items()},
-        "during_training": {c: h["evals"] for c, h in histories.items()},
-        "steps_to_long_distance": {
-            c: _first_step(h["evals"], _long_range(cfg), 0.95) for c, h in histories.items()
-        },
-        "long_distances": list(_long_range(cfg)),
-        "training": {
-            c: {k: h[k] for k in ("steps", "seconds")} | {"final_loss": h["loss"][-1]}
-            for c, h in histories.items()
-        },
-    }
-    rep.paragraph(f"Total time {seconds:.0f} s.")
-    rep.write()
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
-
-
-def format_summary(summary: dict) -> str:
-    """The terminal table: accuracy by distance half-way through training and at the end."""
-    ev = summary["during_training"]
-    mid = {c: e[(len(e) - 1) // 2] for c, e in ev.items()}  # the evaluation half-way
-    end = {c: e[-1] for c, e in ev.items()}
-    head = [f"RNN@{mid['rnn']['step']}", f"LSTM@{mid['lstm']['step']}"]
-    head += [f"RNN@{end['rnn']['step']}", f"LSTM@{end['lstm']['step']}"]
-    lines = [f"{'distance':>8} " + " ".join(f"{h:>10}" for h in head)]
-    for d in end["rnn"]["by_distance"]:
-        vals = [mid["rnn"], mid["lstm"], end["rnn"], end["lstm"]]
-        lines.append(f"{d:>8} " + " ".join(f"{v['by_distance'][d]:>10.3f}" for v in vals))
-    vals = [mid["rnn"], mid["lstm"], end["rnn"], end["lstm"]]
-    lines.append(f"{'all':>8} " + " ".join(f"{v['accuracy']:>10.3f}" for v in vals))
-    lines.append("(MODEL@STEP: accuracy after that many training steps of 32 sentences)")
-    lines.append("")
-    a, b = summary["long_distances"]
-    for c, step in summary["steps_to_long_distance"].items():
-        steps = summary["training"][c]["steps"]
-        when = f"after {step} steps" if step is not None else f"not within {steps} steps"
-        lines.append(f"{c.upper():4} mean accuracy >= 0.95 at distances {a}-{b}: {when}")
-    lines.append("")
-    for c, d in summary["number_cells"].items():
-        lines.append(
-            f"{c.upper():4} best number cells ({d['state']}): {d['cells']}; best single "
-            f"cell {d['test_accuracy'][0]:.3f}, all cells {d['probe_test_accuracy']:.3f},"
-            f" majority {d['majority_accuracy']:.3f} (held-out sentences)"
-        )
-    return "\n".join(lines)
