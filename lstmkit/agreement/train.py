@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lstmkit.data.vocab import EOS, UNK, Vocab
+from lstmkit.training.loop import check_loss, optimizer_step
 from lstmkit.training.model import LanguageModel, ModelConfig
 
 
@@ -105,11 +106,10 @@ def train_sentence_lm(
         logits, _ = model(ids[:-1])  # (T-1, B, V)
         nll = F.cross_entropy(logits.permute(1, 2, 0), ids[1:].T, reduction="none").T  # (T-1, B)
         loss = nll[mask].mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        value = loss.item()
+        check_loss(value, step)
+        optimizer_step(model, opt, loss, cfg.clip, step)
+        running = value if running is None else 0.95 * running + 0.05 * value
         if step % 25 == 0:
             losses.append(running)
             bar.set_postfix(loss=f"{running:.3f}")

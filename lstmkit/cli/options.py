@@ -196,11 +196,15 @@ def checkpoint_of(args: argparse.Namespace, command: str) -> str:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from lstmkit.data.text import TextDataError
     from lstmkit.training.checkpoint import CheckpointError
+    from lstmkit.training.loop import NonFiniteLossError
 
     # ValueError covers UnicodeDecodeError and json.JSONDecodeError; OSError missing and
     # unreadable files; KeyError Vocab.encode's "token ... is not in the vocabulary". Anything
     # else is a bug and keeps its traceback.
-    return (UsageError, TextDataError, CheckpointError, ValueError, OSError, KeyError)
+    return (
+        UsageError, TextDataError, CheckpointError, NonFiniteLossError, ValueError, OSError,
+        KeyError,
+    )  # fmt: skip
 
 
 def error_sentence(e: BaseException) -> str:

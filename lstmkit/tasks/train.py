@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lstmkit.cells.registry import cell_names
 from lstmkit.nn.layers import layer_class
 from lstmkit.tasks.definitions import Task, make_task
+from lstmkit.training.loop import check_loss, optimizer_step
 
 
 @dataclass
@@ -131,10 +132,8 @@ def train_task(cfg: TaskConfig, progress: bool = True) -> TaskResult:
     while True:
         batch = task.sample(cfg.batch_size, gen)
         ev = task.evaluate(model(batch.x, batch.lengths), batch)
-        opt.zero_grad(set_to_none=True)
-        ev.loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
+        check_loss(ev.loss.item(), batches)
+        optimizer_step(model, opt, ev.loss, cfg.clip, batches)
         seen += cfg.batch_size
         batches += 1
         bar.update(cfg.batch_size)

@@ -1,7 +1,8 @@
-"""The two inner loops every LM run needs: one truncated-BPTT training step, and evaluation.
+"""The inner loops: the optimizer step every training loop shares (language models, the agreement
+models, the long-range tasks), one truncated-BPTT language-model step, and evaluation.
 
 Kept apart from the trainer (config, checkpoints, logging, distributed) so benchmarks and user
-code can drive training by hand with exactly the same step the `lstmkit train` command uses.
+code can drive training by hand with exactly the same step the `lstmkit` commands use.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, step: int, loss: float, detail: str = "") -> None:
         self.step, self.loss = step, loss
         super().__init__(
-            f"training loss became {loss} at step {step}{detail}. Training stopped; the last "
-            f"good checkpoint was kept. Lower --lr, lower --clip, or check the data"
+            f"training loss became {loss} at step {step}{detail}. Training stopped before "
+            f"that step changed the weights; lower the learning rate (--lr), clip harder "
+            f"(--clip), or check the data"
         )
 
 
@@ -58,6 +60,28 @@ def lm_loss(logits: Tensor, y: Tensor, per: str = "token") -> Tensor:
     return loss
 
 
+def optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor, clip: float, step: int
+) -> None:
+    """backward, clip the gradient's global L2 norm to `clip` (0: no clipping), step. Raises
+    NonFiniteLossError, before the optimizer step (so the parameters stay good), when the
+    gradient norm is NaN or inf: the one place every training loop handles clipping and NaNs."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip > 0:
+        norm = nn.utils.clip_grad_norm_(params, clip)
+        if not torch.isfinite(norm):
+            raise NonFiniteLossError(step, float(norm), " (in the gradient norm)")
+    optimizer.step()
+
+
+def check_loss(value: float, step: int) -> None:
+    """A NaN or inf loss stops training (NonFiniteLossError) before its backward."""
+    if not math.isfinite(value):
+        raise NonFiniteLossError(step, value)
+
+
 def train_window(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -81,14 +105,7 @@ def train_window(
     if distributed.any_true(not math.isfinite(value), x.device):
         where = "" if not math.isfinite(value) else " on another rank"
         raise NonFiniteLossError(step, value, where)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for p in model.parameters() if p.grad is not None]
-    if clip > 0:
-        norm = nn.utils.clip_grad_norm_(params, clip)
-        if not torch.isfinite(norm):
-            raise NonFiniteLossError(step, float(norm), " (in the gradient norm)")
-    optimizer.step()
+    optimizer_step(model, optimizer, loss, clip, step)
     return value, hidden
 
 

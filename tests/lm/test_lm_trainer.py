@@ -181,3 +181,32 @@ def test_char_level_reports_bits_per_character(tmp_path):
     log_lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     logged = [json.loads(line) for line in log_lines]
     assert [e["valid"] for e in logged if e["valid"] is not None] == [valid]
+
+
+def test_the_shared_optimizer_step_stops_before_a_bad_update() -> None:
+    from lstmkit.training.loop import check_loss, optimizer_step
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = (model(torch.randn(4, 3)) * float("inf")).sum()
+    with pytest.raises(NonFiniteLossError, match="at step 5 .in the gradient norm"):
+        optimizer_step(model, opt, loss, clip=1.0, step=5)
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)  # the update never happened
+    with pytest.raises(NonFiniteLossError, match="became nan at step 2"):
+        check_loss(float("nan"), 2)
+
+
+def test_the_tasks_loop_stops_on_a_nan(monkeypatch) -> None:
+    from lstmkit.tasks import TaskConfig, train_task
+    from lstmkit.tasks import train as task_train
+
+    original = task_train.TaskModel.forward
+
+    def poisoned(self, x, lengths):  # a model whose output went bad
+        return original(self, x, lengths) * float("nan")
+
+    monkeypatch.setattr(task_train.TaskModel, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="at step 0"):
+        train_task(TaskConfig(task="adding", lag=22, max_sequences=64), progress=False)
