@@ -84,7 +84,9 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "verify",
     "verify_checkpoint",
+    "VerifiedCheckpoint",
 ]
 
 
@@ -229,7 +231,10 @@ def _resolve(path: Path) -> Path:
     )
 
 
-class _Checked(NamedTuple):
+class VerifiedCheckpoint(NamedTuple):
+    """A checkpoint whose files all matched the manifest (size, SHA-256) and whose JSON was
+    checked: what the loaders need, read once (`verify`), for a caller that loads twice."""
+
     path: Path
     cfg_json: dict
     config: ModelConfig
@@ -237,8 +242,10 @@ class _Checked(NamedTuple):
     state_json: dict | None
 
 
-def _check(path: str | os.PathLike) -> _Checked:
+def verify(path: str | os.PathLike | VerifiedCheckpoint) -> VerifiedCheckpoint:
     """Manifest, then every JSON file: nothing of the checkpoint is used before this passes."""
+    if isinstance(path, VerifiedCheckpoint):  # verified already: the files are not read again
+        return path
     path = _resolve(Path(path))
     listed = cv.verify_files(path)
     cfg_json = cv.read_json(path / CONFIG_FILE)
@@ -252,13 +259,13 @@ def _check(path: str | os.PathLike) -> _Checked:
     state_json = None
     if STATE_JSON in listed:
         state_json = check_state_json(path / STATE_JSON, cv.read_json(path / STATE_JSON))
-    return _Checked(path, cfg_json, config, vocab, state_json)
+    return VerifiedCheckpoint(path, cfg_json, config, vocab, state_json)
 
 
 def verify_checkpoint(path: str | os.PathLike) -> dict:
     """Check every file against the manifest (size, then SHA-256) and every JSON file's form;
     return the config JSON."""
-    return _check(path).cfg_json
+    return verify(path).cfg_json
 
 
 def _load_tensors(f: Path) -> dict[str, Tensor]:
@@ -269,11 +276,15 @@ def _load_tensors(f: Path) -> dict[str, Tensor]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", engine: str | None = None
+    path: str | os.PathLike | VerifiedCheckpoint,
+    *,
+    map_location: str | torch.device = "cpu",
+    engine: str | None = None,
 ) -> LoadedCheckpoint:
     """Verify and load a checkpoint; returns (model, config, vocab, meta). The model is in eval
-    mode. `engine` overrides the stored engine choice (e.g. "reference" to get gate traces)."""
-    path, cfg_json, config, vocab, state_json = _check(path)
+    mode. `engine` overrides the stored engine choice (e.g. "reference" to get gate traces).
+    `path` may be a VerifiedCheckpoint (from `verify`): then its files are not hashed again."""
+    path, cfg_json, config, vocab, state_json = verify(path)
     # sizes against the stored shapes first: config.json alone must not decide what is built
     cw.check_weights_header(path, cfg_json, config, vocab)
     if engine is not None:
@@ -315,14 +326,14 @@ def load_checkpoint(
 
 
 def load_training_state(
-    path: str | os.PathLike,
+    path: str | os.PathLike | VerifiedCheckpoint,
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
 ) -> tuple[dict, dict[str, Tensor]]:
     """Restore optimizer and RNG states in place from a resumable checkpoint; return its JSON
     state and its extra tensors (the names given to save_checkpoint's state_tensors). Everything
     is checked first: on a CheckpointError neither the optimizer nor an RNG was changed."""
-    checked = _check(path)
+    checked = verify(path)
     path, meta = checked.path, checked.state_json
     if meta is None:
         raise CheckpointError(

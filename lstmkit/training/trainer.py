@@ -35,6 +35,7 @@ from lstmkit.training.checkpoint import (
     load_checkpoint,
     load_training_state,
     save_checkpoint,
+    verify,
 )
 from lstmkit.training.config import TrainConfig
 from lstmkit.training.loop import (
@@ -252,10 +253,11 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, info) -> TrainR
     per_epoch = num_windows(train_data, cfg.bptt)
     extra = {"data": data_meta, "train": cfg.to_dict()}  # what every checkpoint's config holds
     if resume:
-        loaded = load_checkpoint(out / "last", map_location=device)
+        last = verify(out / "last")  # read and hashed once for both loads
+        loaded = load_checkpoint(last, map_location=device)
         rundir.check_resumable(out, loaded, model_config, vocab, cfg)
         model.load_state_dict(loaded.model.state_dict())
-        state, tensors = load_training_state(out / "last", optimizer)
+        state, tensors = load_training_state(last, optimizer)
         rundir.check_state(state, per_epoch, out / "last")
         state.setdefault("best_step", None)  # checkpoints from before best_step was kept
         hidden = _restore_hidden(tensors, model, info, device)

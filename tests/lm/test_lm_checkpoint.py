@@ -401,3 +401,20 @@ def test_kill_at_each_point_of_a_save_then_recover(tmp_path, point):
         assert _same_weights(loaded, m)
     else:
         assert _snapshot(tmp_path / "last") == before
+
+
+def test_a_verified_checkpoint_is_hashed_once_for_both_loads(tmp_path, monkeypatch):
+    from lstmkit.training import checkpoint_verify as cv
+
+    m = _saved(tmp_path / "ck", resumable=True)
+    calls = []
+    real = cv.verify_files
+    monkeypatch.setattr(cv, "verify_files", lambda p: calls.append(p) or real(p))
+    verified = ck.verify(tmp_path / "ck")
+    loaded = load_checkpoint(verified)
+    opt = torch.optim.SGD(loaded.model.parameters(), lr=1, momentum=0.9)
+    state, _ = load_training_state(verified, opt)
+    assert len(calls) == 1 and state == {"step": 1}
+    assert _same_weights(loaded.model, m)
+    load_checkpoint(tmp_path / "ck")  # a path is verified again: nothing is trusted by name
+    assert len(calls) == 2
