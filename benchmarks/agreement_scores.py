@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import REPO_ROOT
@@ -57,23 +58,31 @@ def score_checkpoint(ckpt: Path, data: Path, per_test: int | None, limit: int | 
     return {"marvin_linzen": rows, "linzen": linzen, "per_test": per_test, "limit": limit}
 
 
-def score_all(args) -> dict:
+def score_model(args, model: str) -> list[dict]:
+    """Every kept checkpoint of one model that the curve or the table needs, scored."""
     data, runs = Path(args.data), Path(args.runs)
-    models = {}
-    for model in ("lstm", "rnn"):
-        timeline = json.loads((runs / model / "timeline.json").read_text())
-        last = timeline[-1]["epoch"]
-        wanted = [e for e in timeline if e["epoch"] in CURVE_EPOCHS or e["epoch"] == last]
-        points = []
-        for entry in tqdm(wanted, desc=f"scoring {model}", unit="checkpoint"):
-            final = entry["epoch"] == last
-            per_test = (20 if args.quick else (None if final else args.per_test)) or None
-            limit = (50 if args.quick else (None if final else args.limit)) or None
-            if final and not args.quick:  # the table: every Linzen item, M&L spread subset
-                per_test = args.final_per_test
-            ckpt = runs / model / f"epoch-{entry['epoch']}"
-            points.append({**entry, **score_checkpoint(ckpt, data, per_test, limit)})
-        models[model] = points
+    timeline = json.loads((runs / model / "timeline.json").read_text())
+    last = timeline[-1]["epoch"]
+    wanted = [e for e in timeline if e["epoch"] in CURVE_EPOCHS or e["epoch"] == last]
+    points = []
+    for entry in tqdm(wanted, desc=f"scoring {model}", unit="checkpoint"):
+        final = entry["epoch"] == last
+        if args.quick:
+            per_test, limit = 20, 50
+        elif final:  # the table: every Linzen item, M&L a spread subset of each file
+            per_test, limit = args.final_per_test, None
+        else:
+            per_test, limit = args.per_test, args.limit
+        ckpt = runs / model / f"epoch-{entry['epoch']}"
+        points.append({**entry, **score_checkpoint(ckpt, data, per_test, limit)})
+    return points
+
+
+def score_all(args) -> dict:
+    """Both models at once (one core each: every scoring command runs with one thread)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {m: pool.submit(score_model, args, m) for m in ("lstm", "rnn")}
+        models = {m: f.result() for m, f in futures.items()}
     record = {"models": models, "paper_lstm": PAPER_LSTM}
     lines = markdown(record)
     print("\n".join(lines))
