@@ -44,8 +44,8 @@ RULES: tuple[AutoRule, ...] = (
         applies=_ragged_training_on_cpu,
         evidence=(
             "variable lengths (lengths= or a PackedSequence) in a training step on CPU: the "
-            "fused engine masks the padded batch: 0.21x-0.54x the time of torch's packed kernel "
-            "(what auto runs otherwise) for an LSTM, 0.34x-0.69x for the GRU and the RNN, "
+            "fused engine masks the padded batch: 0.20x-0.47x the time of torch's packed kernel "
+            "(what auto runs otherwise) for an LSTM, 0.34x-0.70x for the GRU and the RNN, "
             "measured (benchmarks/results/varlen.md)"
         ),
     ),

@@ -2,7 +2,7 @@
 
 A stream (lstmkit.nn.stream) runs one time step per call. Through the layer's forward that step
 would redo the per-call work of a whole sequence (checks, weight layouts: torch.nn.LSTM spends
-126 us per call at B = 1 on a 64 x 128 layer, where the token's matmul takes 6.5 us;
+122 us per call at B = 1 on a 64 x 128 layer, where the token's matmul takes 6.5 us;
 benchmarks/results/streaming.md); through eager torch ops it is about eight calls per layer.
 Here the weights are laid out once, [W_ih | W_hh]^T (I + H_out, G*H) so a layer's two products
 are one matmul, with b_ih + b_hh folded, and each step is one call into C++ that runs every
