@@ -82,6 +82,21 @@ def interleaved(
     return {n: {"median": statistics.median(v), "min": min(v)} for n, v in times.items()}
 
 
-def write(path: str | os.PathLike, record: dict) -> None:
+def provenance(env: dict) -> str:
+    """The first sentence of a results table: the command, the machine, the code."""
+    dirty = " (dirty)" if env["git_dirty"] else ""
+    return (
+        f"`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
+        f"{env['torch_threads']} thread(s), commit {env['git_commit'][:7]}{dirty}, "
+        f"{env['date_utc']}."
+    )
+
+
+def write(path: str | os.PathLike, record: dict, md: str | os.PathLike | None = None,
+          lines: list[str] | None = None) -> None:  # fmt: skip
+    """The JSON record, and the markdown table (printed too) when given."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    if md is not None:
+        print("\n".join(lines))
+        Path(md).write_text("\n".join(lines) + "\n")

@@ -27,7 +27,7 @@ import argparse
 import sys
 
 import torch
-from common import environment, interleaved, write
+from common import environment, interleaved, provenance, write
 
 import lstmkit
 
@@ -132,11 +132,7 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     record = {"environment": environment(), "repeats": repeats, "calls": calls, "rows": rows}
-    write(args.out, record)
-    lines = markdown(record)
-    print("\n".join(lines))
-    with open(args.md, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write(args.out, record, args.md, markdown(record))
     return 0
 
 
@@ -145,9 +141,7 @@ def markdown(record: dict) -> list[str]:
     lines = [
         "# Streaming latency (per token, batch B, float32, eval)",
         "",
-        f"`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
-        f"{env['torch_threads']} thread(s), commit {env['git_commit'][:7]}"
-        f"{' (dirty)' if env['git_dirty'] else ''}, {env['date_utc']}. Medians of "
+        f"{provenance(env)} Medians of "
         f"{record['repeats']} interleaved rounds of {record['calls']} tokens, microseconds.",
         "",
         "| cell | I, H, layers | B | torch.nn layer | torch.nn cells | lstmkit forward | "

@@ -37,7 +37,7 @@ import argparse
 import sys
 
 import torch
-from common import environment, interleaved, write
+from common import environment, interleaved, provenance, write
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
@@ -194,11 +194,7 @@ def main(argv=None) -> int:
         "environment": environment(), "repeats": repeats, "rows": rows, "reset_rows": reset_rows,
         "cell_rows": cell_rows,
     }  # fmt: skip
-    write(args.out, record)
-    lines = markdown(record)
-    print("\n".join(lines))
-    with open(args.md, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write(args.out, record, args.md, markdown(record))
     return 0
 
 
@@ -208,9 +204,7 @@ def markdown(record: dict) -> list[str]:
     lines = [
         "# Variable-length batches (one layer, float32, lengths uniform in [T/4, T])",
         "",
-        f"`{env['command']}` on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
-        f"{env['torch_threads']} thread(s), commit {env['git_commit'][:7]}"
-        f"{' (dirty)' if env['git_dirty'] else ''}, {env['date_utc']}. Medians of "
+        f"{provenance(env)} Medians of "
         f"{record['repeats']} interleaved rounds; milliseconds, and in brackets the ratio to "
         "torch packed. train = forward + backward; inference = forward under torch.no_grad.",
         "",
