@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "engines.py"
 
 @pytest.fixture(scope="module")
 def bench():
+    # as `python benchmarks/engines.py` would: its folder first on the path (benchmarks/common.py)
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_engines", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -191,8 +191,10 @@ class RecurrentBase(nn.Module):
             "engine": "auto",
         }
         for key, default in defaults.items():
-            if getattr(self, key) != default:
-                s += f", {key}={getattr(self, key)!r}"
+            value = getattr(self, key)
+            if value != default:
+                value = tuple(value) if key == "zoneout" else value  # (cell, hidden), as given
+                s += f", {key}={value!r}"
         return s
 
     # ---- forward -----------------------------------------------------------------------------
