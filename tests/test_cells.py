@@ -201,7 +201,10 @@ def test_rnn_pointwise_defaults_to_tanh():
 
 def test_torch_modes_name_only_the_cells_torch_computes():
     """A coupled (CIFG) LSTM has no torch kernel: torch_mode is None for it."""
-    from lstmkit.cells import GRU, LSTM, RNN, CellOptions
+    from lstmkit.cells import GRU_CELL as GRU
+    from lstmkit.cells import LSTM_CELL as LSTM
+    from lstmkit.cells import RNN_CELL as RNN
+    from lstmkit.cells import CellOptions
 
     assert LSTM.torch_mode(CellOptions()) == "LSTM"
     assert LSTM.torch_mode(CellOptions(coupled=True)) is None
@@ -265,8 +268,7 @@ def test_cell_defaults_and_attributes_are_torch_s(kind):
 def test_cell_base_defaults_for_a_class_that_only_names_its_cell():
     """A CellBase subclass that sets only `cell` (how a registered custom cell gets a one-step
     module) gets torch's defaults: biases, no layer norm; it then computes torch's step."""
-    from lstmkit.cells import GRU as GRU_CELL
-    from lstmkit.cells import LSTM as LSTM_CELL
+    from lstmkit.cells import GRU_CELL, LSTM_CELL
     from lstmkit.nn.cells import CellBase
 
     for cell, ref_kind in ((GRU_CELL, "GRUCell"), (LSTM_CELL, "LSTMCell")):
@@ -381,3 +383,14 @@ def test_cell_output_structure_and_unbatched_gates(kind):
 def test_cell_repr_is_torch_s():
     for kw in ({}, {"bias": False}, {"nonlinearity": "relu"}):
         assert repr(lstmkit.RNNCell(3, 5, **kw)) == repr(torch.nn.RNNCell(3, 5, **kw))
+
+
+def test_the_old_names_of_the_cell_objects_still_resolve_with_a_warning():
+    import lstmkit.cells as cells
+
+    with pytest.warns(
+        DeprecationWarning, match="lstmkit.cells.LSTM is now lstmkit.cells.LSTM_CELL"
+    ):
+        assert cells.LSTM is cells.LSTM_CELL
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        cells.NOPE  # noqa: B018

@@ -9,24 +9,44 @@ from lstmkit.cells.base import (
     recurrent_projection,
 )
 from lstmkit.cells.gates import GRU_GATES, LSTM_GATES, RNN_GATES
-from lstmkit.cells.gru import GRU, gru_pointwise
-from lstmkit.cells.lstm import LSTM, lstm_output, lstm_pointwise
+from lstmkit.cells.gru import GRU_CELL, gru_pointwise
+from lstmkit.cells.lstm import LSTM_CELL, lstm_output, lstm_pointwise
 from lstmkit.cells.registry import CELLS, cell_names, get_cell, register_cell
-from lstmkit.cells.rnn import RNN, rnn_pointwise
+from lstmkit.cells.rnn import RNN_CELL, rnn_pointwise
 
-for _cell in (LSTM, GRU, RNN):
+for _cell in (LSTM_CELL, GRU_CELL, RNN_CELL):
     register_cell(_cell)
+
+# The math objects were once named like the modules (lstmkit.cells.LSTM vs lstmkit.LSTM): the old
+# names still resolve, with a DeprecationWarning.
+_RENAMED = {"LSTM": "LSTM_CELL", "GRU": "GRU_CELL", "RNN": "RNN_CELL"}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        import warnings
+
+        new = _RENAMED[name]
+        warnings.warn(
+            f"lstmkit.cells.{name} is now lstmkit.cells.{new} (the cell's math; lstmkit.{name} "
+            f"is the layer)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module 'lstmkit.cells' has no attribute {name!r}")
+
 
 __all__ = [
     "CELLS",
     "Cell",
     "CellOptions",
-    "GRU",
+    "GRU_CELL",
     "GRU_GATES",
-    "LSTM",
+    "LSTM_CELL",
     "LSTM_GATES",
     "LayerParams",
-    "RNN",
+    "RNN_CELL",
     "RNN_GATES",
     "cell_names",
     "get_cell",

@@ -48,4 +48,4 @@ class GRUCellKind(Cell):
         return (h,), gates
 
 
-GRU = GRUCellKind()
+GRU_CELL = GRUCellKind()  # the math object; lstmkit.GRU is the module

@@ -114,4 +114,4 @@ class LSTMCellKind(Cell):
         return (lstm_output(c, gates["o"], p), c), gates
 
 
-LSTM = LSTMCellKind()
+LSTM_CELL = LSTMCellKind()  # the math object; lstmkit.LSTM is the module

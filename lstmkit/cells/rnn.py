@@ -41,4 +41,4 @@ class RNNCellKind(Cell):
         return (rnn_pointwise(xp, hp, opts.nonlinearity),), {}
 
 
-RNN = RNNCellKind()
+RNN_CELL = RNNCellKind()  # the math object; lstmkit.RNN is the module

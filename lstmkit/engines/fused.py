@@ -33,9 +33,9 @@ from torch import Tensor
 
 from lstmkit.cells.base import Cell, LayerParams, input_projection
 from lstmkit.cells.gates import lstm_layout, split
-from lstmkit.cells.gru import GRU
-from lstmkit.cells.lstm import LSTM
-from lstmkit.cells.rnn import RNN
+from lstmkit.cells.gru import GRU_CELL
+from lstmkit.cells.lstm import LSTM_CELL
+from lstmkit.cells.rnn import RNN_CELL
 from lstmkit.engines.base import (
     ONNX_REFUSAL,
     DirectionCall,
@@ -94,7 +94,7 @@ def _lstm(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
 
 def _single_state(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     """GRU and RNN: one state, h."""
-    gru = call.cell is GRU
+    gru = call.cell is GRU_CELL
     p = d.params if gru or d.params.ln_hh is not None else _folded(d.params)
     xp = input_projection(d.x, p)  # (T, B, G*H)
     named = _common(call, d, p) | dict(xp=xp, h0=d.state[0], b_hh=p.b_hh)
@@ -117,7 +117,7 @@ def _single_state(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
 
 
 # The cells this engine knows, and how it runs each; any other cell is unsupported.
-KERNELS: dict[Cell, object] = {LSTM: _lstm, GRU: _single_state, RNN: _single_state}
+KERNELS: dict[Cell, object] = {LSTM_CELL: _lstm, GRU_CELL: _single_state, RNN_CELL: _single_state}
 
 
 class FusedEngine(Engine):

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.base import CellOptions, LayerParams
-from lstmkit.cells.gru import GRU
-from lstmkit.cells.lstm import LSTM
+from lstmkit.cells.gru import GRU_CELL
+from lstmkit.cells.lstm import LSTM_CELL
 from lstmkit.cells.regularizers import StepMasks
 from lstmkit.engines.fused_common import DirectionConfig
 from lstmkit.engines.fused_lstm import lstm_backward, lstm_forward
@@ -50,7 +50,7 @@ def direction_config(cell, p: LayerParams, masks: StepMasks, valid, reset, rates
         valid=valid,
         masks=masks,
         rates=rates,
-        keep_hp=cell is GRU,
+        keep_hp=cell is GRU_CELL,
         reset=reset,
     )
 
@@ -87,7 +87,9 @@ def lstm_direction(
     zoneout, or (0,) without zoneout; raw (T, B, G*H) = W_hh h_in before LN_hh, or (0,)."""
     p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
-    cfg = direction_config(LSTM, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled)
+    cfg = direction_config(
+        LSTM_CELL, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled
+    )
     Hs, Cs, Cn, A, raw = lstm_forward(cfg, xp, h0, c0)
     last = Cs[0 if reverse else -1].clone()
     Cn = Cn if cfg.zoneout_on else None  # else Cs serves (held rows get no gradient)
@@ -145,7 +147,9 @@ def lstm_direction_backward(
     """-> d xp, d h0, d c0, then d of each of LSTM_WEIGHTS ((0,) where absent or not needed)."""
     p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
-    cfg = direction_config(LSTM, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled)
+    cfg = direction_config(
+        LSTM_CELL, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled
+    )
     want = dict(zip(LSTM_WEIGHTS, needs), b_hh=False)
     saved = (Hs, Cs, absent(Cn) if absent(Cn) is not None else Cs, A, absent(raw))
     g = lstm_backward(cfg, h0, c0, saved, (dHs, dCs, dc_last), dA, want)

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.base import LayerParams
-from lstmkit.cells.gru import GRU
+from lstmkit.cells.gru import GRU_CELL
 from lstmkit.cells.regularizers import StepMasks
-from lstmkit.cells.rnn import RNN
+from lstmkit.cells.rnn import RNN_CELL
 from lstmkit.engines.fused_gru import forward_loop, gru_backward, rnn_backward
 from lstmkit.engines.fused_ops import direction_config, weight_grads_fake
 from lstmkit.engines.ops import (
@@ -50,7 +50,7 @@ def _h_backward(cell, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, vali
     )
     want = dict(zip(H_WEIGHTS, needs))
     Hn = absent(Hn) if absent(Hn) is not None else Hs
-    if cell is GRU:
+    if cell is GRU_CELL:
         gates = dict(zip(("r", "z", "n"), G))
         d_gates = dict(zip(("r", "z", "n"), dG)) if dG is not None else {}
         g = gru_backward(cfg, h0, Hs, Hn, gates, hp, dHs, d_gates, want)
@@ -77,7 +77,7 @@ def gru_direction(
     """-> Hs (T, B, H); Hn (T, B, H) before zoneout, or (0,); gates (3, T, B, H) r, z, n;
     hp (T, B, 3H) = LN_hh(W_hh h_in) + b_hh."""
     return _h_forward(
-        GRU, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, False
+        GRU_CELL, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, False
     )
 
 
@@ -99,7 +99,7 @@ def rnn_direction(
     """-> Hs (T, B, H); Hn (T, B, H) before zoneout, or (0,); (0,); (0,) (the GRU's gates and
     projections: an RNN has none)."""
     return _h_forward(
-        RNN, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, relu
+        RNN_CELL, xp, h0, w_hh, b_hh, ln_hh, rmask, valid, reset, zoneout_h, rate_h, reverse, relu
     )
 
 
@@ -139,7 +139,7 @@ def gru_direction_backward(
     needs: list[bool],  # which of H_WEIGHTS need a gradient
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> d xp, d h0, then d of each of H_WEIGHTS ((0,) where absent or not needed)."""
-    return _h_backward(GRU, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid,
+    return _h_backward(GRU_CELL, dHs, dG, h0, Hs, Hn, G, hp, w_hh, b_hh, ln_hh, rmask, valid,
                        reset, zoneout_h, rate_h, reverse, False, needs)  # fmt: skip
 
 
@@ -162,7 +162,7 @@ def rnn_direction_backward(
     needs: list[bool],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> d xp, d h0, then d of each of H_WEIGHTS ((0,) where absent or not needed)."""
-    return _h_backward(RNN, dHs, None, h0, Hs, Hn, None, None, w_hh, b_hh, ln_hh, rmask, valid,
+    return _h_backward(RNN_CELL, dHs, None, h0, Hs, Hn, None, None, w_hh, b_hh, ln_hh, rmask, valid,
                        reset, zoneout_h, rate_h, reverse, relu, needs)  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lstmkit.cells.base import CellOptions, LayerParams
 from lstmkit.cells.gates import LSTM_GATES, PEEPHOLE_GATES, lstm_layout, peephole_layout, split
-from lstmkit.cells.lstm import LSTM, lstm_output, lstm_pointwise
+from lstmkit.cells.lstm import LSTM_CELL, lstm_output, lstm_pointwise
 from lstmkit.engines.base import DirectionCall, DirectionResult, Engine, RecurrentCall
 
 OPSET = 14
@@ -126,7 +126,7 @@ class ONNXEngine(Engine):
             return "only used by torch.onnx.export"
         if torch.compiler.is_compiling():  # torch.onnx.export(dynamo=True) traces with dynamo
             return "its operator is mapped for the TorchScript exporter (dynamo=False) only"
-        if call.cell is not LSTM:
+        if call.cell is not LSTM_CELL:
             return f"no ONNX operator for the {call.cell.name} cell here"
         if call.layer_norm or call.proj_size or call.has_step_regularizers:
             return "layer norm, projections, recurrent dropout and zoneout are not in ONNX's LSTM"

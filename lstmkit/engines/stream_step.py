@@ -23,15 +23,15 @@ from torch import Tensor
 
 from lstmkit.cells.base import LayerParams
 from lstmkit.cells.gates import GRU_GATES, RNN_GATES, lstm_layout, split
-from lstmkit.cells.gru import GRU
-from lstmkit.cells.lstm import LSTM
+from lstmkit.cells.gru import GRU_CELL
+from lstmkit.cells.lstm import LSTM_CELL
 from lstmkit.cells.regularizers import ZoneoutRates
-from lstmkit.cells.rnn import RNN
+from lstmkit.cells.rnn import RNN_CELL
 from lstmkit.engines.base import RecurrentSpec
 from lstmkit.engines.cpu_loops import cpu_loops
 
 # csrc/stream_step.cpp's `kind` of each cell it knows (the RNN's by its nonlinearity)
-KINDS = {LSTM: {"tanh": 0}, GRU: {"tanh": 1}, RNN: {"tanh": 2, "relu": 3}}
+KINDS = {LSTM_CELL: {"tanh": 0}, GRU_CELL: {"tanh": 1}, RNN_CELL: {"tanh": 2, "relu": 3}}
 
 
 def unsupported(spec: RecurrentSpec, training: bool, like: Tensor) -> str | None:
@@ -70,7 +70,7 @@ class CompiledStep:
     ) -> CompiledStep:
         """params: one LayerParams per layer; state[l] = [h (B, H_out), c (B, H) for LSTM],
         contiguous buffers the step will write."""
-        gru = spec.cell is GRU
+        gru = spec.cell is GRU_CELL
         H = spec.hidden_size
         G = spec.cell.num_blocks(spec.opts)
         B = state[0][0].shape[0]
@@ -105,12 +105,14 @@ class CompiledStep:
             m.append(like.new_empty(B, H) if p.w_hr is not None else none)
         h = [s[0] for s in state]
         c = [s[1] if len(s) > 1 else none for s in state]
-        kind = KINDS[spec.cell][spec.opts.nonlinearity if spec.cell is RNN else "tanh"]
+        kind = KINDS[spec.cell][spec.opts.nonlinearity if spec.cell is RNN_CELL else "tanh"]
         coupled = spec.opts.coupled
         args = (kind, coupled, w, w2, b, b2, peep, w_hr, xh, act, m, h, c)
         layout = spec.cell.layout(spec.opts)
         # csrc/stream_step.cpp reads the blocks in the cells' storage order (lstmkit.cells.gates)
-        order = {LSTM: lstm_layout(coupled), GRU: GRU_GATES, RNN: RNN_GATES}[spec.cell]
+        order = {LSTM_CELL: lstm_layout(coupled), GRU_CELL: GRU_GATES, RNN_CELL: RNN_GATES}[
+            spec.cell
+        ]
         assert layout == order, f"the compiled step's gate order {order} is not {layout}"
         return cls(cpu_loops().make_stream_step(*args), layout, coupled, act)
 

@@ -31,10 +31,10 @@ from torch import Tensor
 
 from lstmkit.cells.base import input_projection
 from lstmkit.cells.gates import GRU_GATES, LSTM_GATES, split
-from lstmkit.cells.gru import GRU
-from lstmkit.cells.lstm import LSTM
+from lstmkit.cells.gru import GRU_CELL
+from lstmkit.cells.lstm import LSTM_CELL
 from lstmkit.cells.regularizers import StepMasks
-from lstmkit.cells.rnn import RNN
+from lstmkit.cells.rnn import RNN_CELL
 from lstmkit.engines.base import (
     ONNX_REFUSAL,
     DirectionCall,
@@ -330,7 +330,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
 
 
 # The cells these kernels compute; any other cell is unsupported.
-KERNELS = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
+KERNELS = {LSTM_CELL: "LSTM", GRU_CELL: "GRU", RNN_CELL: "RNN"}
 
 
 class TritonEngine(Engine):

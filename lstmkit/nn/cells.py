@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lstmkit.cells import GRU as GRU_CELL
-from lstmkit.cells import LSTM as LSTM_CELL
-from lstmkit.cells import RNN as RNN_CELL
+from lstmkit.cells import GRU_CELL, LSTM_CELL, RNN_CELL
 from lstmkit.cells.base import Cell, CellOptions, input_projection, recurrent_projection
 from lstmkit.nn import checks
 from lstmkit.nn.inputs import _check_tensor, split_states

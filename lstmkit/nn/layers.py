@@ -21,9 +21,7 @@ Keyword-only extras (see README, "Beyond torch.nn"): forget_bias, peephole, coup
 
 from __future__ import annotations
 
-from lstmkit.cells import GRU as GRU_CELL
-from lstmkit.cells import LSTM as LSTM_CELL
-from lstmkit.cells import RNN as RNN_CELL
+from lstmkit.cells import GRU_CELL, LSTM_CELL, RNN_CELL
 from lstmkit.cells.registry import get_cell
 from lstmkit.nn.base import RecurrentBase
 
