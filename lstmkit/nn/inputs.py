@@ -288,8 +288,8 @@ def _packed_index(p: PackedSequence) -> tuple[Tensor, Tensor]:
 
 def _unpack(p: PackedSequence, batch_first: bool) -> tuple[Tensor, Tensor]:
     """pad_packed_sequence as one differentiable scatter (pad_packed_sequence copies step by
-    step, and its backward took 21 ms of a 50 ms training step at T = 200, B = 32, I = 128):
-    the padded batch in the caller's order, zeros past each length, and the lengths (B,)."""
+    step, forward and backward): the padded batch in the caller's order, zeros past each length,
+    and the lengths (B,)."""
     t_idx, b_idx = _packed_index(p)
     bs = p.batch_sizes
     B, T = int(bs[0]), bs.numel()
