@@ -3,6 +3,7 @@ timing. Scripts run as `python benchmarks/NAME.py`, so this file is imported as 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -54,6 +55,22 @@ def environment() -> dict:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
+
+
+def parser(doc: str, name: str, repeats: int) -> argparse.ArgumentParser:
+    """The flags every timing benchmark takes: --threads, --repeats, --quick, --out, --md (the
+    results go to benchmarks/results/NAME.json and .md)."""
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Example: python benchmarks/{name}.py --threads 1",
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds per case (median)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
+    p.add_argument("--out", default=f"benchmarks/results/{name}.json")
+    p.add_argument("--md", default=f"benchmarks/results/{name}.md")
+    return p
 
 
 def _lstmkit_version() -> str:

@@ -27,7 +27,7 @@ import argparse
 import sys
 
 import torch
-from common import environment, interleaved, provenance, write
+from common import environment, interleaved, parser, provenance, write
 
 import lstmkit
 
@@ -39,18 +39,9 @@ TORCH = {"lstm": (torch.nn.LSTM, torch.nn.LSTMCell), "gru": (torch.nn.GRU, torch
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example: python benchmarks/streaming.py --threads 1",
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p = parser(__doc__, "streaming", repeats=15)
     p.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=sorted(TORCH))
-    p.add_argument("--repeats", type=int, default=15, help="timed rounds per case (median)")
     p.add_argument("--calls", type=int, default=40, help="tokens per timed round")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    p.add_argument("--out", default="benchmarks/results/streaming.json")
-    p.add_argument("--md", default="benchmarks/results/streaming.md")
     return p.parse_args(argv)
 
 

@@ -37,7 +37,7 @@ import argparse
 import sys
 
 import torch
-from common import environment, interleaved, provenance, write
+from common import environment, interleaved, parser, provenance, write
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
@@ -47,17 +47,7 @@ QUICK_CONFIGS = [(12, 4, 8, 8)]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example: python benchmarks/varlen.py --threads 1",
-    )
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--repeats", type=int, default=9, help="timed rounds per case (median)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    p.add_argument("--out", default="benchmarks/results/varlen.json")
-    p.add_argument("--md", default="benchmarks/results/varlen.md")
-    return p.parse_args(argv)
+    return parser(__doc__, "varlen", repeats=9).parse_args(argv)
 
 
 def cases_for(T: int, B: int, I: int, H: int, train: bool, cell: str = "LSTM") -> tuple[dict, dict]:
@@ -97,6 +87,32 @@ def cases_for(T: int, B: int, I: int, H: int, train: bool, cell: str = "LSTM") -
     return cases, ours
 
 
+RAGGED_NAMES = ("torch packed", "auto lengths=", "auto packed", "native lengths=")
+
+
+def ragged_row(T, B, I, H, mode: str, cell: str, repeats: int, names=None) -> dict:
+    """One configuration's ragged cases (all, or `names`) timed; ratios to torch packed."""
+    train = mode == "train"
+    cases, ours = cases_for(T, B, I, H, train, cell)
+    with torch.set_grad_enabled(train):
+        times = interleaved({n: cases[n] for n in names or cases}, repeats, calls=1)
+        ours["auto"](torch.randn(T, B, I, requires_grad=train), lengths=torch.full((B,), T))
+    med = {n: t["median"] for n, t in times.items()}
+    row = {
+        "cell": cell, "T": T, "B": B, "I": I, "H": H, "mode": mode,
+        "ms": {n: v * 1e3 for n, v in med.items()},
+        "vs_torch_packed": {n: v / med["torch packed"] for n, v in med.items()},
+        "auto_engine_for_lengths": ours["auto"].last_engine,
+        "auto_reason_for_lengths": ours["auto"].last_engine_reason,
+    }  # fmt: skip
+    print(
+        f"{cell} T={T} B={B} I={I} H={H} {mode}: "
+        + ", ".join(f"{n} {v:.3f}x" for n, v in row["vs_torch_packed"].items()),
+        flush=True,
+    )
+    return row
+
+
 def reset_cases(T: int, B: int, I: int, H: int) -> tuple[dict, dict]:
     torch.manual_seed(0)
     ref = torch.nn.LSTM(I, H)
@@ -130,49 +146,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     repeats = 3 if args.quick else args.repeats
-    rows = []
-    reset_rows = []
-    cell_rows = []  # the GRU and the RNN in training: the rule applies to them too
-    for T, B, I, H in configs:
-        for cell in ("GRU", "RNN"):
-            cases, ours = cases_for(T, B, I, H, True, cell)
-            names = ("torch packed", "auto lengths=", "auto packed", "native lengths=")
-            times = interleaved({n: cases[n] for n in names}, repeats, calls=1)
-            ours["auto"](torch.randn(T, B, I, requires_grad=True), lengths=torch.full((B,), T))
-            med = {n: t["median"] for n, t in times.items()}
-            row = {
-                "cell": cell, "T": T, "B": B, "I": I, "H": H, "mode": "train",
-                "ms": {n: v * 1e3 for n, v in med.items()},
-                "vs_torch_packed": {n: v / med["torch packed"] for n, v in med.items()},
-                "auto_engine_for_lengths": ours["auto"].last_engine,
-            }  # fmt: skip
-            cell_rows.append(row)
-            print(
-                f"{cell} T={T} B={B} I={I} H={H} train: "
-                + ", ".join(f"{n} {v:.3f}x" for n, v in row["vs_torch_packed"].items()),
-                flush=True,
-            )
+    rows, reset_rows = [], []
+    # the GRU and the RNN in training (the rule applies to them too), then the LSTM in full
+    cell_rows = [
+        ragged_row(T, B, I, H, "train", cell, repeats, RAGGED_NAMES)
+        for T, B, I, H in configs
+        for cell in ("GRU", "RNN")
+    ]
     for T, B, I, H in configs:
         for mode in ("train", "inference"):
-            cases, ours = cases_for(T, B, I, H, mode == "train")
-            with torch.set_grad_enabled(mode == "train"):
-                times = interleaved(cases, repeats, calls=1)
-                lengths = torch.full((B,), T)
-                ours["auto"](torch.randn(T, B, I, requires_grad=mode == "train"), lengths=lengths)
-            med = {n: t["median"] for n, t in times.items()}
-            row = {
-                "T": T, "B": B, "I": I, "H": H, "mode": mode,
-                "ms": {n: v * 1e3 for n, v in med.items()},
-                "vs_torch_packed": {n: v / med["torch packed"] for n, v in med.items()},
-                "auto_engine_for_lengths": ours["auto"].last_engine,
-                "auto_reason_for_lengths": ours["auto"].last_engine_reason,
-            }  # fmt: skip
-            rows.append(row)
-            print(
-                f"T={T} B={B} I={I} H={H} {mode}: "
-                + ", ".join(f"{n} {v:.3f}x" for n, v in row["vs_torch_packed"].items()),
-                flush=True,
-            )
+            rows.append(ragged_row(T, B, I, H, mode, "LSTM", repeats))
         cases, ours = reset_cases(T, B, I, H)
         # a ratio near 1 needs more rounds than the others: three times as many, two calls each
         times = interleaved(cases, 3 * repeats, calls=2)

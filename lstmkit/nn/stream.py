@@ -180,7 +180,7 @@ class Stream:
             *params,
         )  # fmt: skip
         if key != self._key:
-            self._prepare(x, key)
+            self._prepare(x, key, state_grad)
         engine, self.last_engine_reason = self._choice
         self.last_engine = engine
         if engine == "fused":
@@ -210,13 +210,12 @@ class Stream:
             f"got {got}; for a whole sequence call the layer itself"
         )
 
-    def _prepare(self, x: Tensor, key: tuple) -> None:
+    def _prepare(self, x: Tensor, key: tuple, state_grad: bool) -> None:
         """Choose the step for this call's conditions and lay its weights out (once per key)."""
         layer = self.layer
         w = layer.weight_ih_l0
         inputs._check_tensor("input", x, w.dtype, w.device)
         self._conform(w)
-        state_grad = self._state is not self._buffers and self._state[0][0].requires_grad
         needs_grad = (
             x.requires_grad or state_grad or any(p.requires_grad for p in layer.parameters())
         )
