@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from lstmkit.data.vocab import EOS, UNK, Vocab
-from lstmkit.training.loop import check_loss, optimizer_step
+from lstmkit.training.fit import Loop, LoopState, Step, fit
 from lstmkit.training.model import LanguageModel, ModelConfig
 
 
@@ -79,49 +79,46 @@ def train_sentence_lm(
     model = LanguageModel(mcfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses: list[float] = []
-    start = time.perf_counter()
-    bar = tqdm(
-        range(cfg.steps),
-        desc=desc or f"train {cfg.cell}",
-        disable=not progress,
-        unit="step",
-        leave=True,
-    )
-    running = None
     evals: list[dict] = []
+    running: float | None = None
     eval_seconds = 0.0
+    bar = tqdm(total=cfg.steps, desc=desc or f"train {cfg.cell}", disable=not progress, unit="step")
 
-    def run_eval(step: int) -> None:
+    def run_eval(state: LoopState) -> None:
         nonlocal eval_seconds
         t = time.perf_counter()
         model.eval()
-        evals.append({"step": step, **evaluate(model)})
-        model.train()
+        evals.append({"step": state.step, **evaluate(model)})
         eval_seconds += time.perf_counter() - t
 
-    for step in bar:
-        if evaluate is not None and step % eval_every == 0:
-            run_eval(step)
-        ids, mask = sentence_batch(rng.sample(sentences, cfg.batch_size), vocab)
+    def compute(sentences_batch: list[list[str]]) -> Step:
+        ids, mask = sentence_batch(sentences_batch, vocab)
         logits, _ = model(ids[:-1])  # (T-1, B, V)
         nll = F.cross_entropy(logits.permute(1, 2, 0), ids[1:].T, reduction="none").T  # (T-1, B)
-        loss = nll[mask].mean()
-        value = loss.item()
-        check_loss(value, step)
-        optimizer_step(model, opt, loss, cfg.clip, step)
+        return Step(nll[mask].mean())
+
+    def after(state: LoopState, step: Step) -> None:
+        nonlocal running
+        value = step.loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
-        if step % 25 == 0:
+        bar.update(1)
+        if (state.step - 1) % 25 == 0:
             losses.append(running)
             bar.set_postfix(loss=f"{running:.3f}")
-        if time.perf_counter() - start - eval_seconds > cfg.max_seconds:
-            break
-    bar.close()
+
+    state = LoopState()
     if evaluate is not None:
-        run_eval(step + 1)
+        run_eval(state)  # the untrained model: step 0
+    batches = (rng.sample(sentences, cfg.batch_size) for _ in range(cfg.steps))
+    loop = Loop(clip=cfg.clip, max_seconds=cfg.max_seconds, every=eval_every)
+    fit(model, opt, batches, compute, state, loop, after, run_eval if evaluate else None)
+    bar.close()
+    if evaluate is not None and evals[-1]["step"] != state.step:
+        run_eval(state)
     model.eval()
     history = {
-        "steps": step + 1,
-        "seconds": time.perf_counter() - start - eval_seconds,
+        "steps": state.step,
+        "seconds": state.seconds,
         "eval_seconds": eval_seconds,
         "loss": losses,
         "evals": evals,

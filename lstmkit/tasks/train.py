@@ -15,7 +15,7 @@ not solved, with its accuracy so far. Nothing here is specific to one task: see 
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lstmkit.cells.registry import cell_names
 from lstmkit.nn.layers import layer_class
 from lstmkit.tasks.definitions import Task, make_task
-from lstmkit.training.loop import check_loss, optimizer_step
+from lstmkit.training.fit import Loop, LoopState, Step, fit
 
 
 @dataclass
@@ -119,8 +119,6 @@ def train_task(cfg: TaskConfig, progress: bool = True) -> TaskResult:
     recent_ok: deque[bool] = deque(maxlen=cfg.window)
     recent_err: deque[float] = deque(maxlen=cfg.window)
     curve: list[dict] = []
-    seen, start, batches = 0, time.perf_counter(), 0
-    solved, why = False, ""
     bar = tqdm(
         total=cfg.max_sequences,
         unit="seq",
@@ -129,34 +127,39 @@ def train_task(cfg: TaskConfig, progress: bool = True) -> TaskResult:
         desc=f"{cfg.cell} {cfg.task} T={cfg.lag}",
         leave=False,
     )
-    while True:
-        batch = task.sample(cfg.batch_size, gen)
+
+    def compute(batch) -> Step:
         ev = task.evaluate(model(batch.x, batch.lengths), batch)
-        check_loss(ev.loss.item(), batches)
-        optimizer_step(model, opt, ev.loss, cfg.clip, batches)
-        seen += cfg.batch_size
-        batches += 1
+        return Step(ev.loss, extra=ev)
+
+    def after(state: LoopState, step: Step) -> str | None:
+        """The window of recent sequences, and the success criterion on it."""
+        recent_ok.extend(step.extra.correct.tolist())
+        recent_err.extend(step.extra.error.tolist())
         bar.update(cfg.batch_size)
-        recent_ok.extend(ev.correct.tolist())
-        recent_err.extend(ev.error.tolist())
-        acc = sum(recent_ok) / len(recent_ok)
-        err = sum(recent_err) / len(recent_err)
-        if batches % cfg.log_every == 0:
-            curve.append({"sequences": seen, "accuracy": acc, "error": err})
+        acc, err = _window(recent_ok, recent_err)
+        if state.step % cfg.log_every == 0:
+            curve.append({"sequences": state.step * cfg.batch_size, "accuracy": acc, "error": err})
             bar.set_postfix(acc=f"{acc:.3f}", err=f"{err:.4f}")
         full = len(recent_ok) == cfg.window
         err_ok = task.max_mean_error is None or err < task.max_mean_error
         if full and acc >= cfg.required_accuracy and err_ok:
-            solved, why = True, "success criterion met"
-            break
-        if seen >= cfg.max_sequences:
-            why = f"reached max_sequences={cfg.max_sequences}"
-            break
-        if time.perf_counter() - start > cfg.max_seconds:
-            why = f"reached max_seconds={cfg.max_seconds:g}"
-            break
+            return "success criterion met"
+        if state.step * cfg.batch_size >= cfg.max_sequences:
+            return f"reached max_sequences={cfg.max_sequences}"
+        return None
+
+    batches = (task.sample(cfg.batch_size, gen) for _ in itertools.count())
+    loop = Loop(clip=cfg.clip, max_seconds=cfg.max_seconds)
+    state = fit(model, opt, batches, compute, LoopState(), loop, after=after)
+    solved = state.stopped_by == "success criterion met"
+    why = state.stopped_by
+    if why == "max_seconds":
+        why = f"reached max_seconds={cfg.max_seconds:g}"
+    seen = state.step * cfg.batch_size
+    acc, err = _window(recent_ok, recent_err)
     bar.close()
-    seconds = time.perf_counter() - start
+    seconds = state.seconds
     curve.append({"sequences": seen, "accuracy": acc, "error": err})
     right, tested = evaluate_model(
         model, task, cfg.test_size, torch.Generator().manual_seed(cfg.seed + 1_000_003)
@@ -177,6 +180,11 @@ def train_task(cfg: TaskConfig, progress: bool = True) -> TaskResult:
         curve=curve,
         stopped_because=why,
     )
+
+
+def _window(ok: deque[bool], err: deque[float]) -> tuple[float, float]:
+    """Share correct and mean error over the recent sequences."""
+    return sum(ok) / len(ok), sum(err) / len(err)
 
 
 def sweep(

@@ -76,10 +76,12 @@ def optimizer_step(
     optimizer.step()
 
 
-def check_loss(value: float, step: int) -> None:
-    """A NaN or inf loss stops training (NonFiniteLossError) before its backward."""
-    if not math.isfinite(value):
-        raise NonFiniteLossError(step, value)
+def check_loss(value: float, step: int, device: torch.device | None = None) -> None:
+    """A NaN or inf loss stops training (NonFiniteLossError) before its backward. Under torchrun
+    every rank stops at the same step, or the others would hang in the gradient all-reduce."""
+    if distributed.any_true(not math.isfinite(value), device):
+        where = "" if not math.isfinite(value) else " on another rank"
+        raise NonFiniteLossError(step, value, where)
 
 
 def train_window(
@@ -101,10 +103,7 @@ def train_window(
     logits, hidden = model(x, detach_hidden(hidden))
     loss = lm_loss(logits, y, loss_per)
     value = loss.item() / (y.shape[0] if loss_per == "sequence" else 1)
-    # under DDP every rank must stop at the same step, or the others hang in all-reduce
-    if distributed.any_true(not math.isfinite(value), x.device):
-        where = "" if not math.isfinite(value) else " on another rank"
-        raise NonFiniteLossError(step, value, where)
+    check_loss(value, step, x.device)
     optimizer_step(model, optimizer, loss, clip, step)
     return value, hidden
 
@@ -132,3 +131,10 @@ def perplexity(mean_nats: float) -> float:
 
 def bits_per_char(mean_nats: float) -> float:
     return mean_nats / math.log(2)
+
+
+def metric(mean_nats: float, level: str) -> dict:
+    """Perplexity for words, bits per character for characters (and nats for both)."""
+    if level == "char":
+        return {"nats": mean_nats, "bpc": bits_per_char(mean_nats)}
+    return {"nats": mean_nats, "ppl": perplexity(mean_nats)}
