@@ -15,10 +15,11 @@ import lstmkit
 from lstmkit.engines import cpu_loops
 
 
-def test_failed_build_warns_once_and_the_engine_still_runs(monkeypatch) -> None:
+def test_failed_build_warns_once_and_the_engine_still_runs(monkeypatch, tmp_path) -> None:
     def broken_load(**kwargs):
         raise RuntimeError("no compiler here")
 
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there yet
     monkeypatch.setattr(cpp_extension, "load", broken_load)
     monkeypatch.setattr(cpu_loops, "_loaded", {})  # forget this process's build
     monkeypatch.delenv(cpu_loops.ENV_SWITCH, raising=False)
@@ -108,3 +109,48 @@ def test_the_build_notice_never_stops_the_build(monkeypatch, tmp_path, capsys) -
         assert cpu_loops.cpu_loops() is built
     err = capsys.readouterr().err
     assert "compiling the fused engine's CPU loops" in err and "built in" in err
+
+
+def test_build_directory_is_keyed_by_the_sources_location_and_flags(monkeypatch, tmp_path):
+    """Two copies of lstmkit (a checkout and mutation testing's copy of it) get two build
+    directories: build.ninja records the sources' paths, so a shared one rebuilt on every switch
+    between them (30 s each, under torch's lock). The flags change the build too."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = cpu_loops.build_directory("x", ["-O3"])
+    copy = tmp_path / "copy" / "csrc"
+    copy.mkdir(parents=True)
+    for p in [*cpu_loops.SOURCES, *cpu_loops.HEADERS]:
+        (copy / p.name).write_bytes(p.read_bytes())  # the same contents, elsewhere
+    monkeypatch.setattr(cpu_loops, "SOURCES", [copy / p.name for p in cpu_loops.SOURCES])
+    monkeypatch.setattr(cpu_loops, "HEADERS", [copy / p.name for p in cpu_loops.HEADERS])
+    there = cpu_loops.build_directory("x", ["-O3"])
+    assert here != there and here.name.rsplit("-env", 1)[0] == there.name.rsplit("-env", 1)[0]
+    assert cpu_loops.build_directory("x", ["-O2"]).name.split("-")[-2] != there.name.split("-")[-2]
+
+
+def test_a_built_extension_is_imported_without_torchs_build_check(monkeypatch) -> None:
+    if cpu_loops.cpu_loops() is None:
+        pytest.skip("the compiled loops cannot be built here")
+    monkeypatch.setattr(cpu_loops, "_loaded", {})
+
+    def no_load(**kwargs):
+        raise AssertionError("torch's load() (its lock and ninja) was called for a built library")
+
+    monkeypatch.setattr(cpp_extension, "load", no_load)
+    module = cpu_loops.cpu_loops()
+    assert module is not None and hasattr(module, "StreamStep")
+
+
+def test_a_broken_library_is_built_again(monkeypatch, tmp_path) -> None:
+    """A library that does not import (a link cut short) is removed, and load() builds it."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_loops, "_loaded", {})
+    monkeypatch.delenv(cpu_loops.ENV_SWITCH, raising=False)
+    name, flags = cpu_loops._build_flags()
+    d = cpu_loops.build_directory(name, flags)
+    d.mkdir(parents=True)
+    (d / f"{name}.so").write_bytes(b"not a shared library")
+    built = object()
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: built)
+    assert cpu_loops.cpu_loops() is built
+    assert not (d / f"{name}.so").exists()

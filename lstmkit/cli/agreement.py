@@ -22,10 +22,12 @@ from lstmkit.cli.options import (
     POSITIVE,
     POSITIVE_FLOAT,
     HelpFormatter,
+    add_ablate_flag,
     add_checkpoint_argument,
     add_seed_flag,
     add_threads_flag,
     checkpoint_of,
+    parse_ablation,
     reports_errors,
     set_threads,
 )
@@ -140,14 +142,10 @@ def register(sub) -> None:
         "--limit", type=POSITIVE, metavar="N", help="score only the first N items (default: all)"
     )
     e.add_argument("--json", help="write the report (with per-item results) to this file")
-    e.add_argument(
-        "--ablate",
-        action="append",
-        metavar="LAYER:STATE:UNITS",
-        help="also score with these units fixed to 0 at every step, e.g. 1:c:12,45 (layer 1's "
-        "cell units 12 and 45) or 0:h:all; repeat for more. Prints accuracy without and with "
-        "the ablation, by distance and attractors (lstmkit.Intervention)",
-    )
+    add_ablate_flag(
+        e, "The items are also scored with them: accuracy without and with the ablation, by "
+        "distance and attractors"
+    )  # fmt: skip
     e.set_defaults(func=run_eval)
 
     m = s.add_parser(
@@ -257,27 +255,6 @@ def load_items(fmt: str, path: str, lowercase: bool, allow_pickle: bool = False)
     return readers.read_marvin_linzen(path, lowercase=lowercase, allow_pickle=allow_pickle)
 
 
-def parse_ablation(specs: list[str]):
-    """["1:c:12,45", "0:h:all"] -> one lstmkit.Intervention that zeroes those units."""
-    from lstmkit.cli.options import UsageError
-    from lstmkit.intervene import Intervention
-
-    total = Intervention(())
-    for spec in specs:
-        parts = spec.split(":")
-        try:
-            layer, state, units = int(parts[0]), parts[1], parts[2]
-            chosen = None if units == "all" else [int(u) for u in units.split(",")]
-        except (ValueError, IndexError):
-            raise UsageError(
-                f"--ablate {spec!r}: expected LAYER:STATE:UNITS, e.g. 1:c:12,45 or 0:h:all"
-            ) from None
-        if len(parts) != 3:
-            raise UsageError(f"--ablate {spec!r}: expected LAYER:STATE:UNITS (three parts)")
-        total = total + Intervention.ablate(layer=layer, units=chosen, state=state)
-    return total
-
-
 @reports_errors
 def run_eval(args: argparse.Namespace) -> int:
     from lstmkit.agreement.score import (
@@ -295,7 +272,7 @@ def run_eval(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     bos = args.bos or None
     score = score_pair_items if args.format == "marvin" else score_prefix_items
-    ablation = parse_ablation(args.ablate) if args.ablate else None
+    ablation = parse_ablation(args.ablate)
     if ablation is not None:  # checked against the model now, not after the first scoring
         from lstmkit.intervene import bind
 

@@ -28,10 +28,11 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
         description="Generates an agreement corpus with the built-in grammar, trains a plain "
         "RNN and an LSTM language model of the same size, measures agreement "
-        "accuracy against distance while they train and at the end, finds the cells "
-        "that carry the subject's "
-        "number, and writes a report folder (index.html, PNGs, figures.json, "
-        "summary.json, inspect.html, both models). Needs no download.",
+        "accuracy against distance while they train and at the same fixed budget, finds the "
+        "cells that carry the subject's number, zeroes them to see agreement break (against "
+        "random cells), probes them with control tasks, and writes a report folder "
+        "(index.html, PNGs, figures.json, summary.json, inspect.html, the first seed's "
+        "models). Needs no download.",
     )
     p.add_argument("--out", default=DEFAULTS.out, help="report folder")
     p.add_argument(
@@ -78,6 +79,14 @@ def register(sub) -> None:
         help="test sentences per distance, at least 2 (half have a plural subject)",
     )
     p.add_argument(
+        "--seeds",
+        type=POSITIVE,
+        default=DEFAULTS.seeds,
+        metavar="N",
+        help="models of each kind, trained from seeds --seed, --seed + 1, ...; the headline "
+        "figure shows their mean and range",
+    )
+    p.add_argument(
         "--max-seconds",
         type=POSITIVE_FLOAT,
         default=DEFAULTS.max_seconds,
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         per_distance=args.per_distance,
         hidden_size=args.hidden_size,
         steps=args.steps,
+        seeds=args.seeds,
         max_seconds=args.max_seconds,
         seed=args.seed,
         progress=not args.no_progress,

@@ -22,8 +22,10 @@ from lstmkit.cli.options import (
     POSITIVE,
     HelpFormatter,
     UsageError,
+    add_ablate_flag,
     add_checkpoint_argument,
     checkpoint_of,
+    parse_ablation,
     reports_errors,
 )
 
@@ -52,6 +54,7 @@ def _common(p: argparse.ArgumentParser, text: bool = True) -> None:
         default="<eos>",
         help="token fed before each sentence if the vocabulary has it ('' for none)",
     )
+    add_ablate_flag(p, "The states shown are those of the ablated model")
 
 
 def _sub(s, name: str, **kw) -> argparse.ArgumentParser:
@@ -198,7 +201,14 @@ def _states(args, sentences):
             f"--layer {args.layer} does not exist: this model has {layers} recurrent "
             f"layer{'s' if layers > 1 else ''}; give 0 to {layers - 1}, or -1 for the last"
         )
-    return collect_states(model, vocab, sentences, layer=args.layer, bos=args.bos or None)
+    return collect_states(
+        model,
+        vocab,
+        sentences,
+        layer=args.layer,
+        bos=args.bos or None,
+        intervention=parse_ablation(args.ablate),
+    )
 
 
 def _state_name(st, state: str | None) -> str:

@@ -165,6 +165,43 @@ def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_ablate_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """--ablate LAYER:STATE:UNITS (repeatable): units fixed to 0 at every step."""
+    p.add_argument(
+        "--ablate",
+        action="append",
+        metavar="LAYER:STATE:UNITS",
+        help="units fixed to 0 at every step, e.g. 1:c:12,45 (layer 1's cell units 12 and 45) "
+        f"or 0:h:all; repeat for more (lstmkit.Intervention). {what}",
+    )
+
+
+def parse_ablation(specs: list[str] | None):
+    """["1:c:12,45", "0:h:all"] -> one lstmkit.Intervention that zeroes those units (None for
+    no --ablate). The layer, state and units are checked against the model when it runs."""
+    from lstmkit.intervene import Intervention
+
+    if not specs:
+        return None
+    total = Intervention(())
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) != 3:
+            raise UsageError(
+                f"--ablate {spec!r}: expected LAYER:STATE:UNITS (three parts), e.g. 1:c:12,45 "
+                "or 0:h:all"
+            )
+        try:
+            layer, state, units = int(parts[0]), parts[1], parts[2]
+            chosen = None if units == "all" else [int(u) for u in units.split(",")]
+        except ValueError:
+            raise UsageError(
+                f"--ablate {spec!r}: expected LAYER:STATE:UNITS, e.g. 1:c:12,45 or 0:h:all"
+            ) from None
+        total = total + Intervention.ablate(layer=layer, units=chosen, state=state)
+    return total
+
+
 class UsageError(Exception):
     """A combination of flags that argparse cannot check by itself; reported as 'error: ...'."""
 

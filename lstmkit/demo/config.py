@@ -10,14 +10,21 @@ from dataclasses import dataclass
 class DemoConfig:
     out: str = "lstmkit-demo"
     train_sentences: int = 20_000
-    max_train_distance: int = 12  # words between subject and verb in training sentences
-    max_test_distance: int = 18
-    per_distance: int = 100  # test sentences per distance
+    max_train_distance: int = 10  # words between subject and verb in training sentences
+    max_test_distance: int = 24  # test distances 0..this: longer than any seen in training
+    per_distance: int = 40  # test sentences per distance
     emb_size: int = 32
     hidden_size: int = 64
-    steps: int = 3000  # optimiser steps per model (batch 32)
+    # A fixed budget per model, the same for both: long enough for the LSTM to carry the number
+    # over every test distance in each seed tried, too short for the RNN to do so in most
+    # (benchmarks/results/demo.json). With more steps the RNN gets there too (the report says
+    # so, from its training curves): in this grammar the LSTM's advantage is how soon.
+    steps: int = 1400  # optimiser steps per model (batch 32)
+    seeds: int = 3  # models of each kind, from seeds seed, seed + 1, ...
     lr: float = 3e-3
-    max_seconds: float = 150.0  # per model: stop training early after this
+    max_seconds: float = 60.0  # per model: stop training early after this
     inspect_sentences: int = 300
+    ablate: tuple[int, ...] = (1, 2, 4, 8)  # numbers of cells zeroed in the causal test
+    random_ablations: int = 4  # random draws of k other cells, the control
     seed: int = 0
     progress: bool = True

@@ -16,6 +16,7 @@ at small sizes) and a warning says why, once. LSTMKIT_CPU_LOOPS=0 skips the comp
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import sys
@@ -60,19 +61,42 @@ def cpu_loops() -> ModuleType | None:
         return _loaded["module"]
 
 
-def build_directory(name: str) -> Path:
+def build_directory(name: str, flags: list[str] | None = None) -> Path:
     """Where the extension is built and cached: under TORCH_EXTENSIONS_DIR (default
     ~/.cache/torch_extensions), keyed by Python and torch version (a build is tied to both), by
-    the sources' contents (torch rebuilds when the .cpp changes, but does not see headers) and
-    by the environment: build.ninja records the include paths of the torch it was made with, so
-    two virtualenvs sharing one directory would rebuild each other's build on every switch."""
+    the sources' contents and the compiler flags (torch rebuilds when the .cpp changes, but does
+    not see headers), and by the environment and the sources' location: build.ninja records
+    the include paths of the torch it was made with and the paths of the sources, so two
+    virtualenvs, or two copies of lstmkit (a checkout and mutation testing's copy of it), sharing
+    one directory rebuild each other's build on every switch, 30 s each time under torch's lock
+    (docs/mutation.md)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     sources = b"".join(p.read_bytes() for p in [*SOURCES, *HEADERS])
-    env = str(Path(torch.__file__).resolve().parent).encode()
-    digest = hashlib.sha1(sources).hexdigest()[:10]
-    where = hashlib.sha1(env).hexdigest()[:8]
+    digest = hashlib.sha1(sources + " ".join(flags or []).encode()).hexdigest()[:10]
+    env = f"{Path(torch.__file__).resolve().parent}|{SOURCES[0].parent.resolve()}"
+    where = hashlib.sha1(env.encode()).hexdigest()[:8]
     return Path(root) / "lstmkit" / f"{name}-{py}-torch{torch.__version__}-{digest}-env{where}"
+
+
+def _import_built(directory: Path, name: str) -> ModuleType | None:
+    """The extension that an earlier process built in `directory`, imported directly. torch's
+    load() takes the directory's lock and runs ninja in every new process: 10 ms when there is
+    nothing to do, but parallel processes queue on the lock, and one killed while it holds the
+    lock (a test timeout) leaves the others waiting for _clear_stale_lock. The directory is keyed
+    by everything the build depends on, so a library there is this build. None when there is
+    none, or when it does not import (a link cut short): then load() builds it again."""
+    library = directory / f"{name}.so"
+    if not library.is_file():
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(name, library)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError:
+        library.unlink(missing_ok=True)  # so that ninja links it again
+        return None
+    return module
 
 
 class BuildNotice(UserWarning):
@@ -108,7 +132,10 @@ def _notice(message: str) -> None:
 
 def _build() -> ModuleType | None:
     name, flags = _build_flags()
-    directory = build_directory(name)
+    directory = build_directory(name, flags)
+    built = _import_built(directory, name)
+    if built is not None:
+        return built
     fresh = not any(directory.glob(f"{name}*.so"))
     if fresh:  # the first fused call pauses here: say so while it happens, and for how long
         _notice(

@@ -156,6 +156,19 @@ def _logistic_probe(xtr, ytr, xte, yte, steps: int = 200) -> float:
     return float((pred == yte.astype(bool)).mean())
 
 
+def split_groups(groups: np.ndarray, test_share: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A (N,) bool mask of test rows: a random `test_share` of the groups (e.g. sentences), with
+    every row of a group on the same side."""
+    g = np.asarray(groups)
+    uniq = np.unique(g)
+    rng = np.random.default_rng(seed)
+    test_groups = rng.choice(uniq, size=max(1, int(len(uniq) * test_share)), replace=False)
+    test = np.isin(g, test_groups)
+    if test.all() or not test.any():
+        raise ValueError("too few groups to split into training and test parts")
+    return test
+
+
 def predictive_cells(
     x: np.ndarray,
     y: np.ndarray,
@@ -171,13 +184,7 @@ def predictive_cells(
     y = np.asarray(y).astype(np.int64)
     if set(np.unique(y)) - {0, 1} or len(np.unique(y)) < 2:
         raise ValueError("predictive_cells needs a binary label with both values present")
-    rng = np.random.default_rng(seed)
-    g = np.arange(len(y)) if groups is None else np.asarray(groups)
-    uniq = np.unique(g)
-    test_groups = rng.choice(uniq, size=max(1, int(len(uniq) * test_share)), replace=False)
-    test = np.isin(g, test_groups)
-    if test.all() or not test.any():
-        raise ValueError("too few groups to split into training and test parts")
+    test = split_groups(np.arange(len(y)) if groups is None else groups, test_share, seed)
     xtr, ytr, xte, yte = x[~test], y[~test], x[test], y[test]
     acc, thr, sign = _best_threshold(xtr, ytr)
     pred = np.where(sign[None, :] > 0, xte > thr[None, :], xte <= thr[None, :])  # (Nte, H)

@@ -230,11 +230,17 @@ def plot_lines(
     ylim: tuple[float, float] | None = (0.0, 1.02),
     hline: float | None = None,
     hline_label: str = "",
+    bands: dict[str, tuple[list, list]] | None = None,
 ) -> dict:
-    """Generic line plot: series label -> (x values, y values)."""
+    """Generic line plot: series label -> (x values, y values). `bands`: series label -> (low,
+    high) at the same x values, shaded around that series (e.g. the range over seeds)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    bands = bands or {}
     for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", ms=3.5, label=label)
+        (line,) = ax.plot(xs, ys, marker="o", ms=3.5, label=label)
+        if label in bands:
+            lo, hi = bands[label]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
     if hline is not None:
         ax.axhline(hline, color="0.6", ls="--", lw=0.9, label=hline_label or None)
     if ylim:
@@ -252,6 +258,12 @@ def plot_lines(
         "xlabel": xlabel,
         "ylabel": ylabel,
         "series": {
-            k: {"x": list(map(float, x)), "y": list(map(float, y))} for k, (x, y) in series.items()
+            k: {"x": list(map(float, x)), "y": list(map(float, y))}
+            | (
+                {"low": list(map(float, bands[k][0])), "high": list(map(float, bands[k][1]))}
+                if k in bands
+                else {}
+            )
+            for k, (x, y) in series.items()
         },
     }

@@ -57,8 +57,11 @@ def collect_states(
     layer: int = -1,
     bos: str | None = "<eos>",
     batch_size: int = 64,
+    intervention=None,
 ) -> StateSet:
-    """Run `model` (the LanguageModel contract, with return_trace) over whole sentences."""
+    """Run `model` (the LanguageModel contract, with return_trace) over whole sentences.
+    `intervention`: an lstmkit.Intervention applied on every batch (e.g. an ablation): the
+    states are then those of the edited model."""
     if not sentences or any(len(s) == 0 for s in sentences):
         raise ValueError("collect_states needs a non-empty list of non-empty token lists")
     was_training = model.training
@@ -75,7 +78,8 @@ def collect_states(
         ids = torch.zeros(T, len(seqs), dtype=torch.long)
         for b, s in enumerate(seqs):
             ids[: len(s), b] = torch.tensor(s)
-        out = model(ids.to(dev), return_trace=True)
+        kw = {} if intervention is None else {"intervention": intervention}
+        out = model(ids.to(dev), return_trace=True, **kw)
         if len(out) < 3:
             raise TypeError(
                 "the model did not return a trace; collect_states needs the "

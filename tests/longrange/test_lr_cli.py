@@ -6,6 +6,7 @@ import json
 import re
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -228,20 +229,41 @@ def test_demo_writes_a_complete_report(tmp_path, capsys):
                 "4",
                 "--hidden-size",
                 "8",
+                "--seeds",
+                "2",
                 "--no-progress",
             ]
         )
         == 0
     )
     printed = capsys.readouterr().out
-    assert "distance     RNN@10    LSTM@10     RNN@20    LSTM@20" in printed
-    assert "best number cells" in printed and "mean accuracy >= 0.95 at distances 3-5" in printed
+    assert "distance      RNN     LSTM   (mean over 2 seed(s))" in printed
+    assert "best number cells" in printed
+    assert "steps until mean accuracy >= 0.95 at distances 3-5" in printed
+    assert "long-distance accuracy: intact" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["by_distance"]["lstm"]) == {str(k) for k in range(6)}
     assert set(summary["accuracy"]) == {"rnn", "lstm"}
+    per_seed = summary["per_seed"]["lstm"]
+    assert [p["seed"] for p in per_seed] == [0, 1]
+    assert summary["accuracy"]["lstm"] == pytest.approx(
+        (per_seed[0]["accuracy"] + per_seed[1]["accuracy"]) / 2
+    )
     evals = summary["during_training"]["lstm"]
     assert [e["step"] for e in evals] == list(range(21))  # every max(1, steps // 12) steps
-    assert evals[-1]["accuracy"] == summary["accuracy"]["lstm"]
+    assert evals[-1]["accuracy"] == per_seed[0]["accuracy"]
+    assert len(summary["during_training_per_seed"]["rnn"]) == 2
+    # the causal test: k of (1, 2, 4, 8) up to half the 8 cells, each against random cells
+    for cell in ("rnn", "lstm"):
+        ab = summary["ablation"][cell]
+        assert set(ab) == {"intact", "1", "2", "4"}
+        assert len(ab["4"]["random"]["long"]) == 4  # random_ablations draws
+        probes = summary["probes"][cell]
+        assert [p["name"].split(" (")[0] for p in probes] == [
+            "best cell", "best 4 cells", "4 random cells", "all 8 cells"
+        ]  # fmt: skip
+        for p in probes:
+            assert p["selectivity"] == pytest.approx(p["task_accuracy"] - p["control_accuracy"])
     figures = json.loads((out / "figures.json").read_text())
     assert set(figures) == {
         "accuracy_by_distance",
@@ -252,6 +274,7 @@ def test_demo_writes_a_complete_report(tmp_path, capsys):
         "lstm_heatmaps",
         "lstm_text_cell",
         "lstm_saturation",
+        "ablation",
     }
     page = (out / "index.html").read_text()
     for fig in figures.values():
@@ -424,3 +447,38 @@ def test_heatmap_title_is_above_the_first_heatmap(agreement_model):
         first = axes[0].get_tightbbox(renderer)  # with its title and tick labels
         assert title.y0 >= first.y1 - 1, (title, first)
         plt.close(fig)
+
+
+def test_inspect_shows_the_states_of_the_ablated_model(agreement_model, capsys, tmp_path):
+    """inspect select --ablate: the zeroed cell units read 0 at every step, and only they do;
+    the other units differ only from the step after the first edit on (they read the edited
+    state through the recurrence)."""
+    ckpt, text, _ = agreement_model
+    argv = ["inspect", "select", ckpt, "--text", text, "--sentence", "0", "--span", "1:3"]
+    argv += ["--threshold", "-10", "--state", "c"]  # every cell is 'on' above -10
+    assert main(argv) == 0
+    every = capsys.readouterr().out
+    assert main([*argv, "--ablate", "0:c:2,5"]) == 0
+    ablated = capsys.readouterr().out
+    assert every != ablated
+
+    from lstmkit.inspect.states import collect_states
+    from lstmkit.intervene import Intervention
+    from lstmkit.training.checkpoint import load_checkpoint
+
+    model, _, vocab, _ = load_checkpoint(ckpt)
+    sents = [line.split() for line in Path(text).read_text().splitlines()]
+    plain = collect_states(model, vocab, sents)
+    edit = Intervention.ablate(layer=0, units=[2, 5], state="c")
+    cut = collect_states(model, vocab, sents, intervention=edit)
+    for k in range(len(sents)):
+        c0, c1 = plain.values["c"][k], cut.values["c"][k]
+        assert (c1[:, [2, 5]] == 0).all() and (c0[:, [2, 5]] != 0).all()
+        others = [u for u in range(8) if u not in (2, 5)]
+        assert not np.allclose(c0[1:, others], c1[1:, others])  # they read the edit
+    for bad, message in (("0:c", "three parts"), ("x:c:1", "LAYER:STATE:UNITS")):
+        assert main([*argv, "--ablate", bad]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert main([*argv, "--ablate", "0:c:99"]) == 1
+    assert "unit 99 is out of range" in capsys.readouterr().err
