@@ -74,6 +74,30 @@ def ablation_summary(study: dict, spans: dict[str, tuple[int, int]]) -> dict:
     return res
 
 
+def _ablation_words(summary: dict, sizes: list[int]) -> str:
+    """One sentence per model: the fewest best cells whose zeroing brings long-distance
+    agreement within 0.1 of chance, and what the same number of random cells does."""
+    out = []
+    for c, s in summary.items():
+        hit = [k for k in sizes if s[str(k)]["ranked"]["long"] < 0.6]
+        if not hit:
+            best = sizes[-1] if sizes else 0
+            long_acc = s[str(best)]["ranked"]["long"] if sizes else s["intact"]["long"]
+            out.append(
+                f"{c.upper()}: zeroing up to {best} of its best cells leaves long-distance "
+                f"agreement at {long_acc:.3f} (intact {s['intact']['long']:.3f})."
+            )
+            continue
+        k, r = hit[0], s[str(hit[0])]
+        out.append(
+            f"{c.upper()}: zeroing its best {k} cell(s) takes long-distance agreement from "
+            f"{s['intact']['long']:.3f} to {r['ranked']['long']:.3f} (chance is 0.5) while short "
+            f"distances stay at {r['ranked']['short']:.3f}; {k} random cells: "
+            f"{np.mean(r['random']['long']):.3f}."
+        )
+    return " ".join(out)
+
+
 def probe_rows(model, vocab, sentences, ranked: list[int], cfg: DemoConfig) -> list[dict]:
     """Held-out probe accuracy on the subject's number and on Hewitt & Liang's control task
     (a random label per word type), for the best cell, the best k, k random cells and all."""
@@ -160,6 +184,7 @@ def causal_section(rep, cfg: DemoConfig, models, vocab, items, probe_set, ranked
                 ]
             )
     rep.table(["model", "k", "intact (short / long)", "best k zeroed", "random k zeroed"], rows)
+    rep.paragraph(_ablation_words(summary, ablation_sizes(cfg)))
 
     rep.heading("Probes with control tasks")
     probes = {c: probe_rows(m, vocab, probe_set, ranked[c][1], cfg) for c, m in models.items()}
