@@ -1,0 +1,319 @@
+"""Behaviour pinned down by the surviving mutants of the core (docs/mutation-report.md):
+input checking and canonical form (lstmkit.nn.inputs), the layer classes (lstmkit.nn.base,
+lstmkit.nn.layers), the engine contract's traces (lstmkit.engines.base) and the fused engine's
+loops (lstmkit.engines.fused*).
+
+Expected values come from torch.nn (same weights, float64), torch's own packing, hand-written
+loops, or the reference engine when the fused engine is under test; never from the code tested.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from fused_helpers import make_call, one_thread  # noqa: F401
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+import lstmkit
+from lstmkit import engines
+from lstmkit.cells import Cell, CellOptions, LayerParams, register_cell, registry
+from lstmkit.cells.gates import split
+from lstmkit.cells.gru import GRU_CELL
+from lstmkit.cells.lstm import LSTM_CELL
+from lstmkit.cells.regularizers import StepMasks
+from lstmkit.engines import cpu_loops, fused_gru, fused_lstm
+from lstmkit.engines.fused_ops import direction_config
+from lstmkit.nn import layers
+
+F64 = torch.float64
+ATOL = 1e-10
+
+
+def twins(kind: str, *args, engine: str = "auto", **kwargs):
+    """(torch.nn module, lstmkit module) with identical float64 weights."""
+    ref = getattr(torch.nn, kind)(*args, **kwargs).to(F64)
+    ours = getattr(lstmkit, kind)(*args, engine=engine, **kwargs).to(F64)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def close(got: Tensor, want: Tensor, what: str, atol: float = ATOL) -> None:
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    torch.testing.assert_close(got, want, atol=atol, rtol=0, msg=lambda m: f"{what}: {m}")
+
+
+def states(hx) -> tuple[Tensor, ...]:
+    return tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+
+
+def weighted_sum(tensors, seed: int = 7) -> Tensor:
+    """sum_k <t_k, r_k> with fixed random r_k (a plain sum would hide sign errors)."""
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros((), dtype=F64)
+    for t in tensors:
+        total = total + (t * torch.randn(t.shape, generator=gen, dtype=F64)).sum()
+    return total
+
+
+def grads_of(loss: Tensor, module, leaves: list[Tensor]) -> list[Tensor | None]:
+    params = [p for _, p in sorted(module.named_parameters())]
+    return list(torch.autograd.grad(loss, [*leaves, *params], allow_unused=True))
+
+
+def assert_grads(got: list, want: list, what: str) -> None:
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert (a is None) == (b is None), f"{what}: gradient {k} present in one run only"
+        if b is not None:
+            close(a, b, f"{what}: gradient {k}")
+
+
+# ---- lengths= ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "lengths",
+    [torch.tensor([True, True]), torch.tensor([2, 1], dtype=torch.complex64)],
+    ids=["bool", "complex"],
+)
+def test_lengths_that_are_not_integers_are_refused(lengths) -> None:
+    """lengths= of dtype bool or complex is refused with a ValueError (not read as 0 / 1)."""
+    layer = lstmkit.GRU(3, 4)
+    with pytest.raises(ValueError, match="must hold integers"):
+        layer(torch.randn(3, 2, 3), lengths=lengths)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_integer_lengths_of_any_width_become_int64(dtype) -> None:
+    """Narrow integer lengths are canonicalised to int64 on CPU (the trace's lengths say so) and
+    give torch.nn's packed result."""
+    T, B, I, H = 4, 3, 3, 5
+    ref, ours = twins("GRU", I, H)
+    x = torch.randn(T, B, I, dtype=F64)
+    lengths = torch.tensor([4, 1, 3], dtype=dtype)
+    out, h_n, trace = ours(x, lengths=lengths, return_trace=True)
+    assert trace.lengths.dtype == torch.int64 and trace.lengths.device.type == "cpu"
+    assert trace.lengths.tolist() == [4, 1, 3]
+    packed = pack_padded_sequence(x, lengths.long(), enforce_sorted=False)
+    want_out, want_h = ref(packed)
+    close(out, pad_packed_sequence(want_out, total_length=T)[0], "output")
+    close(h_n, want_h, "h_n")
+
+
+# ---- PackedSequence checks ---------------------------------------------------------------------
+def _raw_packed(data, batch_sizes, sorted_indices=None, unsorted_indices=None) -> PackedSequence:
+    """A PackedSequence as a caller could build it by hand: no checks, no inverse computed."""
+    return PackedSequence._make((data, batch_sizes, sorted_indices, unsorted_indices))
+
+
+@pytest.mark.parametrize(
+    "batch_sizes",
+    [[2, 1], torch.tensor([[2, 1]]), torch.tensor([1, 2])],
+    ids=["list", "2-D", "increasing"],
+)
+def test_malformed_batch_sizes_are_a_value_error(batch_sizes) -> None:
+    """batch_sizes that are not a non-increasing 1-D int64 tensor raise ValueError before any
+    unpacking (a list, a 2-D tensor, sizes that grow)."""
+    layer = lstmkit.LSTM(3, 4)
+    packed = _raw_packed(torch.randn(3, 3), batch_sizes)
+    with pytest.raises(ValueError, match="PackedSequence batch_sizes must be"):
+        layer(packed)
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [
+        torch.tensor([1.0, 0.0]),  # a permutation's values, as floats
+        [1, 0],  # not a tensor
+        torch.tensor(0),  # 0-D
+    ],
+    ids=["float", "list", "0-D"],
+)
+def test_sorted_indices_must_be_an_integer_permutation_tensor(indices) -> None:
+    """sorted_indices that are floats, a list, or 0-D raise ValueError (never TypeError /
+    AttributeError, never accepted because their values look like a permutation)."""
+    layer = lstmkit.LSTM(3, 4)
+    if isinstance(indices, Tensor) and indices.dim() == 0:  # one sequence: B = 1
+        packed = _raw_packed(torch.randn(2, 3), torch.tensor([1, 1]), indices)
+    else:
+        packed = _raw_packed(torch.randn(3, 3), torch.tensor([2, 1]), indices)
+    with pytest.raises(ValueError, match="sorted_indices must be a permutation"):
+        layer(packed)
+
+
+def test_packed_output_keeps_the_callers_indices_like_torch() -> None:
+    """A PackedSequence with only unsorted_indices (sorted None) comes back with exactly the
+    input's indices, as torch.nn.LSTM returns them."""
+    T, B, I, H = 3, 2, 3, 4
+    ref, ours = twins("LSTM", I, H)
+    data = torch.randn(5, I, dtype=F64)
+    packed = PackedSequence(data, torch.tensor([2, 2, 1]), None, torch.tensor([0, 1]))
+    want, _ = ref(packed)
+    got, _ = ours(packed)
+    assert want.sorted_indices is None and got.sorted_indices is None
+    assert got.unsorted_indices is not None
+    assert torch.equal(got.unsorted_indices, want.unsorted_indices)
+    assert torch.equal(got.batch_sizes, want.batch_sizes)
+    close(got.data, want.data, "packed data")
+
+
+# ---- traces: layout of unbatched input, what a trace says ------------------------------------
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unbatched_trace_drops_only_the_batch_axis(batch_first: bool) -> None:
+    """Unbatched input gives (L, D, T, H) trace tensors equal to torch.nn's per-step output,
+    batched=False; batched input says batched=True."""
+    T, I, H = 3, 2, 4
+    ref, ours = twins("LSTM", I, H, batch_first=batch_first)
+    x = torch.randn(T, I, dtype=F64)
+    _, _, trace = ours(x, return_trace=True)
+    assert trace.batched is False
+    assert trace.hidden.shape == (1, 1, T, H)
+    assert trace.cell.shape == (1, 1, T, H)
+    assert all(trace.gates[g].shape == (1, 1, T, H) for g in trace.gate_names)
+    close(trace.hidden[0, 0], ref(x)[0], "trace hidden vs torch output")
+    xb = x.unsqueeze(0 if batch_first else 1)
+    assert ours(xb, return_trace=True)[2].batched is True
+
+
+class _OptionGatedCell(Cell):
+    """A JANET-like cell whose traced gates depend on the options (as the contract allows)."""
+
+    name = "OPTGATED"
+    state_names = ("h",)
+
+    def layout(self, opts: CellOptions) -> tuple[str, ...]:
+        return ("f", "g")
+
+    def trace_gates(self, opts: CellOptions) -> tuple[str, ...]:
+        return ("f",) if opts.coupled else ("f", "g")
+
+    def step(self, xp, hp, state, p: LayerParams, opts: CellOptions):
+        pre = split(xp + hp, ("f", "g"))
+        f, g = torch.sigmoid(pre["f"]), torch.tanh(pre["g"])
+        return (f * state[0] + (1 - f) * g,), {"f": f, "g": g}
+
+
+@pytest.fixture
+def option_gated():
+    cell = register_cell(_OptionGatedCell())
+    yield cell
+    registry.CELLS.pop("optgated", None)
+    layers.LAYERS.pop("optgated", None)
+
+
+def test_trace_of_a_registered_cell_reads_its_gates_with_the_layers_options(option_gated) -> None:
+    """A registered cell's trace names the gates trace_gates(opts) gives, with values of the
+    hand-written equations; its layer class is documented."""
+    cls = lstmkit.nn.layer_class("optgated")
+    assert cls.__doc__ and "OPTGATED" in cls.__doc__
+    layer = cls(3, 4, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    out, _, trace = layer(x, return_trace=True)
+    assert trace.mode == "OPTGATED" and trace.gate_names == ("f", "g")
+    h, fs = torch.zeros(2, 4, dtype=F64), []
+    for t in range(5):
+        pre = x[t] @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T
+        pre = pre + layer.bias_hh_l0
+        f, g = torch.sigmoid(pre[:, :4]), torch.tanh(pre[:, 4:])
+        h = f * h + (1 - f) * g
+        fs.append(f)
+    close(trace.gates["f"][0, 0], torch.stack(fs), "gate f")
+    close(trace.hidden[0, 0], out, "trace hidden")
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_an_engines_own_trace_names_its_cell_and_lengths(engine: str, kind: str) -> None:
+    """The Trace an engine returns (RecurrentResult.trace, canonical layout) carries the cell's
+    name as mode and the call's lengths; so does the layer's."""
+    layer = getattr(lstmkit, kind)(3, 4, num_layers=2, bidirectional=True, dtype=F64)
+    x = torch.randn(4, 3, 3, dtype=F64)
+    lengths = torch.tensor([4, 2, 3])
+    call = make_call(layer, x, None, lengths, return_trace=True)
+    result = engines.ENGINES[engine].run(call)
+    assert result.trace.mode == kind
+    assert result.trace.lengths is not None and torch.equal(result.trace.lengths, lengths)
+    assert result.trace.hidden.shape == (2, 2, 4, 3, 4)
+    layer.engine = engine
+    trace = layer(x, lengths=lengths, return_trace=True)[2]
+    assert trace.mode == kind and torch.equal(trace.lengths, lengths)
+
+
+# ---- the layer classes --------------------------------------------------------------------------
+def test_a_layer_pickled_without_its_spec_rebuilds_it() -> None:
+    """A layer pickled before RecurrentSpec existed (no `spec` in its __dict__) unpickles into a
+    working layer that computes torch.nn's result."""
+    ref, ours = twins("LSTM", 3, 4, num_layers=2)
+    del ours.__dict__["spec"]  # what an old pickle holds
+    restored = pickle.loads(pickle.dumps(ours))
+    x = torch.randn(5, 2, 3, dtype=F64)
+    out, (h, c) = restored(x)
+    want, (wh, wc) = ref(x)
+    close(out, want, "output")
+    close(h, wh, "h_n")
+    close(c, wc, "c_n")
+    close(copy.deepcopy(restored)(x)[0], want, "deep copy output")
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_repr_of_a_default_layer_is_torchs(kind: str) -> None:
+    """repr() lists only what differs from the defaults: a default layer reads as torch.nn's,
+    and every extra appears exactly when set."""
+    assert repr(getattr(lstmkit, kind)(3, 4)) == repr(getattr(torch.nn, kind)(3, 4))
+    full = dict(num_layers=2, bias=False, batch_first=True, dropout=0.5, bidirectional=True)
+    if kind == "LSTM":
+        full["proj_size"] = 2
+    assert repr(getattr(lstmkit, kind)(3, 4, **full)) == repr(getattr(torch.nn, kind)(3, 4, **full))
+    extras = dict(recurrent_dropout=0.2, weight_drop=0.1, engine="reference")
+    if kind == "LSTM":
+        extras |= dict(coupled=True, layer_norm=True, zoneout=(0.1, 0.2))
+    text = repr(getattr(lstmkit, kind)(3, 4, **extras))
+    for key, value in extras.items():
+        assert f"{key}={value!r}" in text, (key, text)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_factory_device_and_dtype_reach_every_parameter(kind: str) -> None:
+    """device= and dtype= place every parameter as torch.nn's constructor does (the meta
+    device stands in for a GPU: no memory, no kernels)."""
+    ours = getattr(lstmkit, kind)(3, 4, 2, device="meta", dtype=F64)
+    ref = getattr(torch.nn, kind)(3, 4, 2, device="meta", dtype=F64)
+    want = {n: (p.device.type, p.dtype, p.shape) for n, p in ref.named_parameters()}
+    got = {n: (p.device.type, p.dtype, p.shape) for n, p in ours.named_parameters()}
+    assert got == want
+
+
+EXTRAS = [
+    ("GRU", "recurrent_dropout", 0.5, True),
+    ("GRU", "weight_drop", 0.5, True),
+    ("GRU", "zoneout", 0.4, False),
+    ("GRU", "layer_norm", True, False),
+    ("RNN", "recurrent_dropout", 0.5, True),
+    ("RNN", "weight_drop", 0.5, True),
+    ("RNN", "zoneout", 0.4, False),
+    ("RNN", "layer_norm", True, False),
+]
+
+
+@pytest.mark.parametrize("kind,option,value,training", EXTRAS)
+def test_gru_and_rnn_pass_each_extra_option_on(kind, option, value, training) -> None:
+    """GRU(...) and RNN(...) keep each extra option they are given (attribute and repr), and it
+    changes the result against the same weights without it."""
+    cls = getattr(lstmkit, kind)
+    plain = cls(3, 4, dtype=F64, engine="reference")
+    layer = cls(3, 4, dtype=F64, engine="reference", **{option: value})
+    shown = getattr(layer, option)
+    assert (tuple(shown) == (value, value)) if option == "zoneout" else (shown == value)
+    assert f"{option}=" in repr(layer)
+    missing, unexpected = layer.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("ln_") for k in missing), missing
+    plain.train(training)
+    layer.train(training)
+    x = torch.randn(6, 2, 3, dtype=F64)
+    torch.manual_seed(0)
+    out_plain = plain(x)[0]
+    torch.manual_seed(0)
+    out = layer(x)[0]
+    assert (out - out_plain).abs().max() > 1e-3
