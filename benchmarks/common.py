@@ -80,11 +80,16 @@ def _lstmkit_version() -> str:
 
 
 def interleaved(
-    cases: dict[str, Callable[[], object]], repeats: int, calls: int, warmup: int = 2
+    cases: dict[str, Callable[[], object]],
+    repeats: int,
+    calls: int | dict[str, int],
+    warmup: int = 2,
 ) -> dict[str, dict[str, float]]:
     """Median and minimum seconds per call of each case. Every repeat times every case once
-    (`calls` calls in a row), in a rotating order, so load from other jobs hits all alike."""
+    (`calls` calls in a row: one number, or one per case), in a rotating order, so load from
+    other jobs hits all alike."""
     names = list(cases)
+    per = calls if isinstance(calls, dict) else dict.fromkeys(names, calls)
     for _ in range(warmup):
         for fn in cases.values():
             fn()
@@ -93,9 +98,9 @@ def interleaved(
         for n in names[r % len(names) :] + names[: r % len(names)]:
             fn = cases[n]
             start = time.perf_counter()
-            for _ in range(calls):
+            for _ in range(per[n]):
                 fn()
-            times[n].append((time.perf_counter() - start) / calls)
+            times[n].append((time.perf_counter() - start) / per[n])
     return {n: {"median": statistics.median(v), "min": min(v)} for n, v in times.items()}
 
 

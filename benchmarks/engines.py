@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import environment
+from common import environment, provenance, write
 from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -320,24 +320,16 @@ def main(argv=None) -> int:
         },
         "results": results,
     }
-    lines = summarise(results)
-    print("\n".join(lines))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     md = [
         "# Engine speed on CPU (lstmkit benchmarks/engines.py)",
         "",
-        f"Command: `{env['command']}`  ",
-        f"Machine: {env['cpu']} ({env['cpu_count']} CPUs, torch {env['torch']}, "
-        f"{env['torch_threads']} threads), commit {env['git_commit'][:12]}"
-        f"{' + uncommitted changes' if env['git_dirty'] else ''}, {env['date_utc']}.  ",
-        f"Load average at start / end: {env['load_average_at_start']} / "
+        provenance(env) + f" Load average at start / end: {env['load_average_at_start']} / "
         f"{env['load_average_at_end']}.",
         "",
-        *lines,
+        *summarise(results),
         "",
     ]
-    Path(args.md).write_text("\n".join(md))
+    write(args.out, report, args.md, md)
     print(f"wrote {args.out} and {args.md}")
     return 0
 

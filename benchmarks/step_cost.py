@@ -21,19 +21,17 @@ Results: benchmarks/results/step-cost.json and .md, with machine, versions and c
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engines import REPO_ROOT, environment  # noqa: E402  (the engine benchmark's machine record)
+from common import environment, interleaved, provenance, write  # noqa: E402
+from engines import REPO_ROOT  # noqa: E402
 
 import lstmkit  # noqa: E402
 from lstmkit.cells.regularizers import bernoulli_mask  # noqa: E402
@@ -51,13 +49,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/step-cost.json"))
     p.add_argument("--md", default=str(REPO_ROOT / "benchmarks/results/step-cost.md"))
     return p.parse_args(argv)
-
-
-def _seconds(fn, inner: int = 1) -> float:
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t0) / inner
 
 
 def _fwd_bwd(module, x):
@@ -99,23 +90,21 @@ def measure(T: int, B: int, I: int, H: int, repeats: int) -> dict:
         "fused GRU fwd+bwd (ms)": (_fwd_bwd(gru, xg), 1, 1),
         "torch.nn.GRU fwd+bwd (ms)": (_fwd_bwd(torch_gru, xg), 1, 1),
     }
-    times = {k: [] for k in steps}
     before = os.environ.get(cpu_loops.ENV_SWITCH)
-    try:
-        for rep in range(-2, repeats):  # 2 warm-up rounds, cases interleaved
-            for name, (fn, _, inner) in steps.items():
-                s = _seconds(fn, inner)
-                if rep >= 0:
-                    times[name].append(s)
+    try:  # 2 warm-up rounds, then every case once per repeat, in a rotating order
+        timed = interleaved(
+            {name: fn for name, (fn, _, _) in steps.items()},
+            repeats,
+            calls={name: inner for name, (_, _, inner) in steps.items()},
+        )
     finally:
         os.environ.pop(cpu_loops.ENV_SWITCH, None)
         if before is not None:
             os.environ[cpu_loops.ENV_SWITCH] = before
     scale = {"(us)": 1e6, "(ms)": 1e3}
-    out = {}
-    for name, (_, per, _) in steps.items():
-        unit = scale[name[-4:]]
-        out[name] = statistics.median(times[name]) / per * unit
+    out = {
+        name: timed[name]["median"] / per * scale[name[-4:]] for name, (_, per, _) in steps.items()
+    }
     fwd_bwd = {k: v for k, v in out.items() if "fwd+bwd" in k}
     out["zoneout extra fwd+bwd (ms)"] = (
         fwd_bwd["fused zoneout fwd+bwd (ms)"] - fwd_bwd["fused fwd+bwd (ms)"]
@@ -152,19 +141,15 @@ def main(argv=None) -> int:
     table = ["| quantity (medians) | value |", "|---|---|", *rows]
     print("\n".join(table))
     report = {"environment": env, "config": [T, B, I, H], "repeats": args.repeats, **figures}
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     md = [
         "# Step cost on CPU (lstmkit benchmarks/step_cost.py)",
         "",
-        f"Command: `{env['command']}`  ",
-        f"Config T, B, I, H = {T}, {B}, {I}, {H}; float32; {env['cpu']} ({env['cpu_count']} CPUs, "
-        f"torch {env['torch']}, {env['torch_threads']} threads), commit {env['git_commit'][:12]}"
-        f"{' + uncommitted changes' if env['git_dirty'] else ''}, {env['date_utc']}.",
+        f"Config T, B, I, H = {T}, {B}, {I}, {H}; float32. " + provenance(env),
         "",
         *table,
         "",
     ]
-    Path(args.md).write_text("\n".join(md))
+    write(args.out, report, args.md, md)
     print(f"wrote {args.out} and {args.md}")
     return 0
 
