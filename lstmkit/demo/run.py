@@ -112,6 +112,18 @@ def run_demo(cfg: DemoConfig) -> dict:
         "correct verb form to the wrong one after the prefix."
     )
     rep.raw("<p>Example: <code>" + " ".join(test[-1].tokens) + "</code></p>")
+    cut = [
+        f"{c.upper()} seed {cfg.seed + k} ({h['steps']} steps)"
+        for c, hs in histories.items()
+        for k, h in enumerate(hs)
+        if h["steps"] < cfg.steps
+    ]
+    if cut:
+        rep.paragraph(
+            f"Note: {', '.join(cut)} stopped at the {cfg.max_seconds:g} s cap (--max-seconds) "
+            f"before the {cfg.steps} steps of the budget, so not every model below had the "
+            "same budget. Run again with a larger --max-seconds."
+        )
     accuracy_section(rep, cfg, reports, histories, out)
     rep.paragraph(
         "The sections below look inside one model of each kind: its most accurate seed ("

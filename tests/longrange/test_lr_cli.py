@@ -483,3 +483,17 @@ def test_inspect_shows_the_states_of_the_ablated_model(agreement_model, capsys, 
         assert message in err and "Traceback" not in err
     assert main([*argv, "--ablate", "0:c:99"]) == 1
     assert "unit 99 is out of range" in capsys.readouterr().err
+
+
+def test_demo_names_a_model_the_time_cap_stopped(tmp_path, capsys):
+    """The comparison is at one budget of steps; a model cut short by --max-seconds breaks
+    that, and the report says which."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--steps", "6", "--train-sentences", "64"]
+    argv += ["--per-distance", "2", "--max-test-distance", "3", "--max-train-distance", "2"]
+    argv += ["--hidden-size", "4", "--seeds", "1", "--max-seconds", "1e-9", "--no-progress"]
+    assert main(argv) == 0
+    page = (out / "index.html").read_text()
+    assert "RNN seed 0 (1 steps), LSTM seed 0 (1 steps) stopped at the 1e-09 s cap" in page
+    summary = json.loads((out / "summary.json").read_text())
+    assert [t["steps"] for t in summary["training"]["lstm"]] == [1]
