@@ -35,8 +35,14 @@ from lstmkit.data.batching import as_tensor, batchify, num_windows, windows  # n
 from lstmkit.data.text import read_text, tokenize  # noqa: E402
 from lstmkit.data.vocab import UNK, Vocab  # noqa: E402
 from lstmkit.training.checkpoint import save_checkpoint  # noqa: E402
-from lstmkit.training.loop import evaluate_stream, train_window  # noqa: E402
-from lstmkit.training.model import LanguageModel, ModelConfig, count_parameters  # noqa: E402
+from lstmkit.training.fit import Loop, LoopState, Step, fit  # noqa: E402
+from lstmkit.training.loop import evaluate_stream, lm_loss  # noqa: E402
+from lstmkit.training.model import (  # noqa: E402
+    LanguageModel,
+    ModelConfig,
+    count_parameters,
+    detach_hidden,
+)
 
 TARGET_NATS = 1.45
 
@@ -55,7 +61,8 @@ def parse_args() -> argparse.Namespace:
         "--minutes",
         type=float,
         default=0.0,
-        help="stop training after this many minutes of wall time (0 = no limit)",
+        help="stop training after this many minutes of training time, validation not "
+        "counted (0 = no limit)",
     )
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     p.add_argument("--clip", type=float, default=5.0, help="max gradient L2 norm")
@@ -172,55 +179,60 @@ def main() -> None:
     torch.manual_seed(args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     per_epoch = num_windows(train, args.bptt)
-    t_train, step, chars, out_of_time = time.time(), 0, 0, False
-    run_loss, run_n = 0.0, 0
+    t_train, chars, run_loss, run_n, hidden = time.time(), 0, 0.0, 0, None
+    state = LoopState()
+    epoch = 1
 
-    def validate(epoch: int) -> None:
+    def validate(_state=None) -> None:
         nonlocal run_loss, run_n
         t0 = time.time()
         total, count = evaluate_stream(model, valid, bptt=200)
         e = {
-            "step": step,
+            "step": state.step,
             "epoch": epoch,
             "train_chars": chars,
             "train_nats": run_loss / max(run_n, 1),
             "valid_nats": total / count,
             "valid_bpc": total / count / math.log(2),
             "eval_s": round(time.time() - t0, 1),
-            "train_minutes": round((time.time() - t_train) / 60, 2),
+            "train_minutes": round(state.seconds / 60, 2),
         }
         record["evals"].append(e)
         run_loss, run_n = 0.0, 0
         tqdm.write(
-            f"step {step} (epoch {epoch}): train {e['train_nats']:.4f}, valid "
+            f"step {state.step} (epoch {epoch}): train {e['train_nats']:.4f}, valid "
             f"{e['valid_nats']:.4f} nats/char ({e['valid_bpc']:.3f} bpc)"
         )
         write()
 
+    def compute(batch) -> Step:  # one window, from the carried (detached) state
+        nonlocal hidden
+        _k, x, y = batch
+        logits, hidden = model(x, detach_hidden(hidden))
+        return Step(lm_loss(logits, y), extra=y.numel())
+
+    def after(state: LoopState, step: Step) -> None:
+        nonlocal chars, run_loss, run_n
+        chars, run_loss, run_n = chars + step.extra, run_loss + step.value, run_n + 1
+        bar.update(1)
+        bar.set_postfix_str(
+            f"loss {step.value:.3f} {chars / (time.time() - t_train):,.0f} chars/s", False
+        )
+
+    # the shared training loop (lstmkit/training/fit.py); --minutes counts training time
+    loop = Loop(clip=args.clip, max_seconds=60 * args.minutes or None, every=args.eval_every)
     bar = tqdm(total=args.epochs * per_epoch, unit="win", mininterval=30)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(1, args.epochs + 1):  # noqa: B007 (validate() reads the epoch)
         hidden = None
-        for _k, x, y in windows(train, args.bptt):
-            loss, hidden = train_window(
-                model, optimizer, x, y, hidden, clip=args.clip, step=step + 1
-            )
-            step, chars = step + 1, chars + y.numel()
-            run_loss, run_n = run_loss + loss, run_n + 1
-            bar.update(1)
-            bar.set_postfix_str(
-                f"loss {loss:.3f} {chars / (time.time() - t_train):,.0f} chars/s", False
-            )
-            if step % args.eval_every == 0:
-                validate(epoch)
-            if args.minutes and time.time() - t_train > 60 * args.minutes:
-                out_of_time = True
-                break
-        if out_of_time:
+        fit(model, optimizer, windows(train, args.bptt), compute, state, loop, after, validate)
+        if state.stopped_by == "max_seconds":
             break
-        validate(epoch)
+        validate()
     bar.close()
+    out_of_time = state.stopped_by == "max_seconds"
     if run_n:
-        validate(epoch)
+        validate()
+    step = state.step
     record["train_s"] = round(time.time() - t_train, 1)
     record["train_tokens_per_s"] = round(chars / record["train_s"], 1)
     record["steps"], record["train_chars"] = step, chars

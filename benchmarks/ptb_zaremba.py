@@ -19,6 +19,7 @@ every epoch (so a run cut short still records what it measured) and prints a tab
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -37,8 +38,14 @@ from lstmkit.data import Vocab  # noqa: E402
 from lstmkit.data.batching import as_tensor, batchify, num_windows, windows  # noqa: E402
 from lstmkit.data.text import read_tokens  # noqa: E402
 from lstmkit.training.checkpoint import load_checkpoint, load_training_state, save_checkpoint  # noqa: E402
-from lstmkit.training.loop import evaluate_stream, train_window  # noqa: E402
-from lstmkit.training.model import LanguageModel, ModelConfig, count_parameters  # noqa: E402
+from lstmkit.training.fit import Loop, LoopState, Step, fit  # noqa: E402
+from lstmkit.training.loop import evaluate_stream, lm_loss  # noqa: E402
+from lstmkit.training.model import (  # noqa: E402
+    LanguageModel,
+    ModelConfig,
+    count_parameters,
+    detach_hidden,
+)
 
 PUBLISHED = {"valid_ppl": 120.7, "test_ppl": 114.5, "source": "Zaremba et al. 2014, Table 1"}
 
@@ -209,29 +216,46 @@ def main() -> None:
     windows_per_epoch = num_windows(train, args.bptt)
     if args.max_steps:
         windows_per_epoch = min(windows_per_epoch, args.max_steps)
+    t0, total, count, hidden, bar = time.time(), 0.0, 0, None, None  # (per epoch, below)
+
+    def compute(batch) -> Step:  # one window from the carried (detached) state
+        nonlocal hidden
+        _k, x, y = batch
+        logits, hidden = model(x, detach_hidden(hidden))
+        loss = lm_loss(logits, y, "sequence")  # Zaremba et al.: summed over the T steps
+        return Step(loss, loss.item() / y.shape[0], extra=y.numel())
+
+    def after(state: LoopState, step: Step) -> None:
+        nonlocal total, count
+        total, count = total + step.value * step.extra, count + step.extra
+        bar.update(1)
+        if state.step % 100 == 1:
+            bar.set_postfix(
+                ppl=f"{math.exp(total / count):.1f}", tok_s=f"{count / (time.time() - t0):.0f}"
+            )
+
     for epoch in range(first_epoch, args.epochs + 1):
         lr = args.lr * args.decay ** max(epoch - args.decay_after, 0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0, total, count, hidden = time.time(), 0.0, 0, None
         bar = tqdm(
-            windows(train, args.bptt),
             total=windows_per_epoch,
             unit="win",
             desc=f"epoch {epoch}/{args.epochs} lr {lr:g}",
             mininterval=30,
         )
-        for k, x, y in bar:
-            if k >= windows_per_epoch:
-                break
-            loss, hidden = train_window(
-                model, optimizer, x, y, hidden, clip=args.clip, loss_per="sequence", step=k
-            )
-            total, count = total + loss * y.numel(), count + y.numel()
-            if k % 100 == 0:
-                bar.set_postfix(
-                    ppl=f"{math.exp(total / count):.1f}", tok_s=f"{count / (time.time() - t0):.0f}"
-                )
+
+        # the shared training loop (lstmkit/training/fit.py), over this epoch's windows
+        state = fit(
+            model,
+            optimizer,
+            itertools.islice(windows(train, args.bptt), windows_per_epoch),
+            compute,
+            LoopState(),
+            Loop(clip=args.clip),
+            after,
+        )
         bar.close()
         train_s = time.time() - t0
         v_total, v_count = evaluate_stream(model, valid, bptt=100)
@@ -247,7 +271,7 @@ def main() -> None:
             "train_s": round(train_s, 1),
             "eval_s": round(time.time() - t0 - train_s, 1),
             "train_tokens_per_s": round(count / train_s, 1),
-            "windows": k + 1,
+            "windows": state.step,
         }
         record["epochs"].append(entry)
         if args.save:  # resumable after every epoch (the hidden state restarts each epoch)

@@ -36,7 +36,7 @@ class Step:
 
     loss: the scalar to backpropagate.
     value: the number to report and check (nats per token for a language model, whose `loss`
-        may be summed over the steps of the window); None: loss.item().
+        may be summed over the steps of the window); None: fit() sets it to loss.item().
     extra: whatever the caller's `after` wants to see of this batch (a task's per-sequence
         correctness, the window's index), passed through untouched."""
 
@@ -91,8 +91,9 @@ def fit(
         t0 = time.perf_counter()
         model.train()
         step = compute(batch)
-        value = step.loss.item() if step.value is None else step.value
-        check_loss(value, state.step + 1, step.loss.device)
+        if step.value is None:
+            step.value = step.loss.item()  # `after` sees the value that was checked
+        check_loss(step.value, state.step + 1, step.loss.device)
         optimizer_step(model, optimizer, step.loss, loop.clip, state.step + 1)
         state.step += 1
         reason = after(state, step) if after is not None else None
