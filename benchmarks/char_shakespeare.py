@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from common import REPO_ROOT, environment  # noqa: E402
-from lm_speed import compare_training_speed  # noqa: E402
+from common import REPO_ROOT, add_training_flags, environment  # noqa: E402
+from lm_speed import report_training_speed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lstmkit.data.batching import as_tensor, batchify, num_windows, windows  # noqa: E402
@@ -97,23 +97,7 @@ def parse_args() -> argparse.Namespace:
         default=3,
         help="interleaved rounds of the tokens/s comparison (the median is reported)",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch CPU threads (0 = torch's default; 1 on a shared CPU)",
-    )
-    p.add_argument(
-        "--out",
-        default=str(REPO_ROOT / "benchmarks/results/char_shakespeare.json"),
-        help="JSON results file",
-    )
-    p.add_argument(
-        "--save",
-        default=str(REPO_ROOT / "runs/char_shakespeare"),
-        help="checkpoint directory for the final model ('' = do not save)",
-    )
+    add_training_flags(p, "char_shakespeare")
     return p.parse_args()
 
 
@@ -162,18 +146,7 @@ def main() -> None:
         out.write_text(json.dumps(record, indent=1))
 
     if args.speed_steps > 0:
-        print("measuring training tokens/s: lstmkit vs torch.nn.LSTM (same weights, interleaved)")
-        record["speed"] = compare_training_speed(
-            model,
-            train,
-            args.bptt,
-            steps=args.speed_steps,
-            rounds=args.speed_rounds,
-            lr=args.lr,
-            clip=args.clip,
-        )
-        for k, v in record["speed"]["tokens_per_s"].items():
-            print(f"  {k:28s} {v:9.0f} tokens/s")
+        record["speed"] = report_training_speed(model, train, args)
         write()
 
     torch.manual_seed(args.seed)

@@ -73,6 +73,29 @@ def parser(doc: str, name: str, repeats: int) -> argparse.ArgumentParser:
     return p
 
 
+def add_training_flags(p: argparse.ArgumentParser, name: str, seed: int = 1) -> None:
+    """The flags every training benchmark takes: --seed, --threads, --out (the JSON results,
+    rewritten as the run goes) and --save (the final model's checkpoint directory)."""
+    p.add_argument("--seed", type=int, default=seed, help="random seed")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default). On a CPU shared with other jobs, 1 "
+        "thread avoids oversubscription, which cost 3-4x here",
+    )
+    p.add_argument(
+        "--out",
+        default=str(REPO_ROOT / f"benchmarks/results/{name}.json"),
+        help="JSON results file (rewritten as the run goes)",
+    )
+    p.add_argument(
+        "--save",
+        default=str(REPO_ROOT / f"runs/{name}"),
+        help="checkpoint directory for the final model ('' = do not save)",
+    )
+
+
 def _lstmkit_version() -> str:
     import lstmkit
 

@@ -103,3 +103,21 @@ def compare_training_speed(
     engine_used = contenders[lk].rnn.last_engine
     result["lstmkit_engine_ran"] = engine_used
     return result
+
+
+def report_training_speed(model: LanguageModel, data, args) -> dict:
+    """compare_training_speed with a training benchmark's flags (--bptt, --speed-steps,
+    --speed-rounds, --lr, --clip), its table printed."""
+    print("measuring training tokens/s: lstmkit vs torch.nn.LSTM (same weights, interleaved)")
+    speed = compare_training_speed(
+        model,
+        data,
+        args.bptt,
+        steps=args.speed_steps,
+        rounds=args.speed_rounds,
+        lr=args.lr,
+        clip=args.clip,
+    )
+    for k, v in speed["tokens_per_s"].items():
+        print(f"  {k:28s} {v:9.0f} tokens/s")
+    return speed
