@@ -26,6 +26,7 @@ from lstmkit.cells.gru import GRU_CELL
 from lstmkit.cells.lstm import LSTM_CELL
 from lstmkit.cells.regularizers import StepMasks
 from lstmkit.engines import cpu_loops, fused_gru, fused_lstm
+from lstmkit.engines.base import DirectionCall
 from lstmkit.engines.fused_ops import direction_config
 from lstmkit.nn import layers
 
@@ -146,9 +147,9 @@ def test_sorted_indices_must_be_an_integer_permutation_tensor(indices) -> None:
 def test_packed_output_keeps_the_callers_indices_like_torch() -> None:
     """A PackedSequence with only unsorted_indices (sorted None) comes back with exactly the
     input's indices, as torch.nn.LSTM returns them."""
-    T, B, I, H = 3, 2, 3, 4
+    I, H = 3, 4
     ref, ours = twins("LSTM", I, H)
-    data = torch.randn(5, I, dtype=F64)
+    data = torch.randn(5, I, dtype=F64)  # two sequences of lengths 3 and 2
     packed = PackedSequence(data, torch.tensor([2, 2, 1]), None, torch.tensor([0, 1]))
     want, _ = ref(packed)
     got, _ = ours(packed)
@@ -241,6 +242,25 @@ def test_an_engines_own_trace_names_its_cell_and_lengths(engine: str, kind: str)
     assert trace.mode == kind and torch.equal(trace.lengths, lengths)
 
 
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_run_direction_without_a_trace_records_nothing(engine: str, kind: str) -> None:
+    """Engine.run_direction (the engine contract) returns torch.nn's output and final state for
+    one layer-direction and, without return_trace, an empty record dict."""
+    ref, ours = twins(kind, 3, 4)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    call = make_call(ours, x, None, None, return_trace=False)
+    d = DirectionCall(
+        x=x, state=tuple(s[0] for s in call.hx), params=call.params[0], layer=0, reverse=False,
+        valid=None,
+    )  # fmt: skip
+    result = engines.ENGINES[engine].run_direction(call, d)
+    assert result.record == {} and isinstance(result.record, dict)
+    want, want_h = ref(x)
+    close(result.output, want, "output")
+    close(result.state[0], states(want_h)[0][0], "final h")
+
+
 # ---- the layer classes --------------------------------------------------------------------------
 def test_a_layer_pickled_without_its_spec_rebuilds_it() -> None:
     """A layer pickled before RecurrentSpec existed (no `spec` in its __dict__) unpickles into a
@@ -305,7 +325,7 @@ def test_gru_and_rnn_pass_each_extra_option_on(kind, option, value, training) ->
     plain = cls(3, 4, dtype=F64, engine="reference")
     layer = cls(3, 4, dtype=F64, engine="reference", **{option: value})
     shown = getattr(layer, option)
-    assert (tuple(shown) == (value, value)) if option == "zoneout" else (shown == value)
+    assert (shown.hidden == value) if option == "zoneout" else (shown == value)
     assert f"{option}=" in repr(layer)
     missing, unexpected = layer.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("ln_") for k in missing), missing
@@ -317,3 +337,215 @@ def test_gru_and_rnn_pass_each_extra_option_on(kind, option, value, training) ->
     torch.manual_seed(0)
     out = layer(x)[0]
     assert (out - out_plain).abs().max() > 1e-3
+
+
+# ---- the fused engine ---------------------------------------------------------------------------
+def _ours_vs_torch(kind, T, B, lengths=None, hx=True, **kwargs):
+    """(ours, want) forward + backward of the fused engine and of torch.nn on the same weights:
+    outputs, final states and the gradients of input, h0 and parameters under one loss.
+    `lengths`: ours takes lengths= on the padded batch, torch a pack_padded_sequence of it,
+    padded back with total_length=T."""
+    I, H = 3, 4
+    ref, ours = twins(kind, I, H, engine="fused", **kwargs)
+    x0 = torch.randn(T, B, I, dtype=F64)
+    L = ref.num_layers * (2 if ref.bidirectional else 1)
+    n_states = 2 if kind == "LSTM" else 1
+    h00 = tuple(torch.randn(L, B, H, dtype=F64) for _ in range(n_states)) if hx else ()
+
+    def go(module, is_ours):
+        x = x0.clone().requires_grad_(True)
+        h0 = tuple(h.clone().requires_grad_(True) for h in h00)
+        arg = None if not h0 else (h0 if n_states > 1 else h0[0])
+        if lengths is None:
+            out, hn = module(x, arg)
+        elif is_ours:
+            out, hn = module(x, arg, lengths=lengths)
+        else:
+            packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            out, hn = module(packed, arg)
+            out = pad_packed_sequence(out, total_length=T)[0]
+        tensors = [out, *states(hn)]
+        return [t.detach() for t in tensors], grads_of(weighted_sum(tensors), module, [x, *h0])
+
+    got, want = go(ours, True), go(ref, False)
+    assert ours.last_engine == "fused"
+    return got, want
+
+
+def _assert_twin_runs(got, want, what: str) -> None:
+    for k, (a, b) in enumerate(zip(got[0], want[0])):
+        close(a, b, f"{what}: forward tensor {k}")
+    assert_grads(got[1], want[1], what)
+
+
+@pytest.mark.parametrize("T", [1, 3])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_rnn_matches_torch_from_a_single_step(T: int, nonlinearity: str, bias: bool) -> None:
+    """The fused RNN (its per-step buffer) computes torch.nn.RNN's result and gradients for any
+    sequence length, one step included."""
+    got, want = _ours_vs_torch("RNN", T, 2, nonlinearity=nonlinearity, bias=bias)
+    _assert_twin_runs(got, want, f"RNN T={T}")
+
+
+KINDS_AND_LOOPS = [("LSTM", "compiled"), ("LSTM", "python"), ("GRU", "python"), ("RNN", "python")]
+
+
+def use_loops(loops: str, monkeypatch) -> None:
+    """The fused LSTM's compiled CPU loops, or its pure-PyTorch loops (LSTMKIT_CPU_LOOPS=0; the
+    GRU and RNN have only those)."""
+    if loops == "python":
+        monkeypatch.setenv(cpu_loops.ENV_SWITCH, "0")
+
+
+@pytest.mark.parametrize(
+    "T,lengths",
+    [(2, [1]), (4, [4, 1, 2]), (2, [2, 1])],
+    ids=["B1-T2", "B3-T4", "B2-T2"],
+)
+@pytest.mark.parametrize("kind,loops", KINDS_AND_LOOPS)
+def test_fused_gradients_of_held_states_past_each_length(kind, loops, T, lengths, monkeypatch):
+    """With lengths=, a final state held from step lengths-1 sends its gradient to that step, not
+    to the steps after it (torch.nn on the packed sequence), for any batch and sequence length."""
+    use_loops(loops, monkeypatch)
+    lengths = torch.tensor(lengths)
+    got, want = _ours_vs_torch(kind, T, lengths.numel(), lengths=lengths)
+    _assert_twin_runs(got, want, f"{kind} lengths={lengths.tolist()}")
+    got, want = _ours_vs_torch(kind, T, lengths.numel(), lengths=lengths, bidirectional=True)
+    _assert_twin_runs(got, want, f"bidirectional {kind} lengths={lengths.tolist()}")
+
+
+def _engine_grads(layer, engine: str, x0, h00, loss_fn):
+    layer.engine = engine
+    x = x0.clone().requires_grad_(True)
+    h0 = h00.clone().requires_grad_(True)
+    result = layer(x, h0, return_trace=True)
+    assert layer.last_engine == engine
+    return grads_of(loss_fn(result), layer, [x, h0])
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_fused_gru_loss_on_gate_traces_only(T: int) -> None:
+    """A loss reading only the GRU's gate trace (no output gradient reaches the operator) gets
+    the reference engine's gradients, one step included."""
+    layer = lstmkit.GRU(3, 4, dtype=F64)
+    x0, h00 = torch.randn(T, 2, 3, dtype=F64), torch.randn(1, 2, 4, dtype=F64)
+
+    def loss(result):
+        trace = result[2]
+        return weighted_sum([trace.gates[g] for g in trace.gate_names])
+
+    want = _engine_grads(layer, "reference", x0, h00, loss)
+    got = _engine_grads(layer, "fused", x0, h00, loss)
+    assert_grads(got, want, f"GRU gates only, T={T}")
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_rnn_direction_backward_without_an_output_gradient(T: int) -> None:
+    """torch.ops.lstmkit.rnn_direction_backward with dHs=None (no gradient reaches the outputs)
+    returns zero gradients of the right shapes, one step included."""
+    B, H = 2, 4
+    xp, h0 = torch.randn(T, B, H, dtype=F64), torch.randn(B, H, dtype=F64)
+    w_hh = torch.randn(H, H, dtype=F64)
+    none = (None,) * 6  # b_hh, ln_hh, rmask, valid, reset, zoneout_h
+    Hs, Hn, _, _ = torch.ops.lstmkit.rnn_direction(xp, h0, w_hh, *none, 0.0, False, False)
+    g = torch.ops.lstmkit.rnn_direction_backward(
+        None, h0, Hs, Hn, w_hh, *none, 0.0, False, False, [True, False, False]
+    )
+    assert torch.equal(g[0], torch.zeros(T, B, H, dtype=F64))
+    assert torch.equal(g[1], torch.zeros(B, H, dtype=F64))
+    assert torch.equal(g[2], torch.zeros(H, H, dtype=F64))
+
+
+def test_fused_rnn_with_an_infinite_output_gradient() -> None:
+    """An infinite upstream gradient gives the reference engine's gradients (infinities, no NaN
+    from an inf - inf where no zoneout or length splits the state's gradient)."""
+    layer = lstmkit.RNN(3, 2, dtype=F64)
+    x0, h00 = torch.randn(1, 1, 3, dtype=F64), torch.randn(1, 1, 2, dtype=F64)
+    g_out = torch.tensor([[[float("inf"), 0.0]]], dtype=F64)
+
+    def run(engine):
+        layer.engine = engine
+        x, h0 = x0.clone().requires_grad_(True), h00.clone().requires_grad_(True)
+        out, _ = layer(x, h0)
+        assert layer.last_engine == engine
+        return torch.autograd.grad(out, [x, h0, layer.weight_hh_l0], g_out)
+
+    want, got = run("reference"), run("fused")
+    assert want[1].isinf().all()  # the case under test: infinities, not NaN
+    for k, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, equal_nan=True, msg=f"grad {k}")
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("zoneout", [(0.0, 0.5), (0.5, 0.0)], ids=["hidden-only", "cell-only"])
+@pytest.mark.parametrize("loops", ["compiled", "python"])
+def test_fused_lstm_zoneout_of_one_state_with_lengths(zoneout, training, loops, monkeypatch):
+    """LSTM zoneout on only one of its states, with lengths=, computes the reference engine's
+    outputs, states and gradients (the other state is held by lengths alone)."""
+    use_loops(loops, monkeypatch)
+    layer = lstmkit.LSTM(3, 4, dtype=F64, zoneout=zoneout).train(training)
+    x = torch.randn(5, 3, 3, dtype=F64, requires_grad=True)
+    call = make_call(layer, x, None, torch.tensor([5, 2, 4]), return_trace=False)
+    results = {}
+    for engine in ("reference", "fused"):
+        result = engines.ENGINES[engine].run(call)
+        tensors = [result.output, *result.h_n]
+        grads = grads_of(weighted_sum(tensors), layer, [x])
+        results[engine] = ([t.detach() for t in tensors], grads)
+    _assert_twin_runs(results["fused"], results["reference"], f"zoneout {zoneout}")
+
+
+NEEDS = dict(
+    w_hh=True, b_hh=True, ln_hh=False, w_hr=False, w_peep=False, ln_c_w=False, ln_c_b=False
+)
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+def test_fused_backward_allocates_on_its_inputs_device(lengths: bool) -> None:
+    """The fused loops' backward makes every buffer on the inputs' device (the meta device
+    stands in for a GPU: any tensor made on the CPU instead would meet a meta one and raise),
+    with evaluation-mode zoneout and with or without lengths."""
+    T, B, H = 3, 2, 4
+    kw = dict(dtype=F64, device="meta")
+    valid = torch.ones(T, B, 1, dtype=torch.bool, device="meta") if lengths else None
+    h0, c0 = torch.empty(B, H, **kw), torch.empty(B, H, **kw)
+    # GRU, zoneout on h (rate 0.3)
+    w_hh, b_hh = torch.empty(3 * H, H, **kw), torch.empty(3 * H, **kw)
+    cfg = direction_config(
+        GRU_CELL, LayerParams(None, w_hh, b_hh=b_hh), StepMasks(), valid, None, (0.3, 0.0), False
+    )
+    (Hs,), (Hn,), gates, hp = fused_gru.forward_loop(cfg, torch.empty(T, B, 3 * H, **kw), (h0,))
+    dH = torch.empty(T, B, H, **kw)
+    g = fused_gru.gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, {}, NEEDS)
+    assert {k: v.device.type for k, v in g.items()} == dict.fromkeys(g, "meta")
+    assert g["xp"].shape == (T, B, 3 * H) and g["w_hh"].shape == (3 * H, H)
+    # LSTM, zoneout on both states
+    w_hh = torch.empty(4 * H, H, **kw)
+    cfg = direction_config(
+        LSTM_CELL, LayerParams(None, w_hh), StepMasks(), valid, None, (0.3, 0.2), False
+    )
+    saved = fused_lstm.lstm_forward(cfg, torch.empty(T, B, 4 * H, **kw), h0, c0)
+    g = fused_lstm.lstm_backward(
+        cfg, h0, c0, saved, (dH, None, None), None, NEEDS | {"b_hh": False}
+    )
+    assert {k: v.device.type for k, v in g.items()} == dict.fromkeys(g, "meta")
+    assert g["xp"].shape == (T, B, 4 * H) and g["c0"].shape == (B, H)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "RNN"])
+def test_fused_engine_compiles_into_one_graph_without_gradients(kind: str) -> None:
+    """Under torch.compile(fullgraph=True) and no_grad, the fused GRU / RNN trace into one graph
+    (the operators are called directly) and compute torch.nn's result."""
+    ref, ours = twins(kind, 3, 4, engine="fused")
+    x = torch.randn(5, 2, 3, dtype=F64)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(ours, backend="eager", fullgraph=True)
+        with torch.no_grad():
+            out, h_n = compiled(x)
+            want, want_h = ref(x)
+    finally:
+        torch._dynamo.reset()
+    close(out, want, "output")
+    close(h_n, want_h, "h_n")
