@@ -114,7 +114,7 @@ def test_the_build_notice_never_stops_the_build(monkeypatch, tmp_path, capsys) -
 def test_build_directory_is_keyed_by_the_sources_location_and_flags(monkeypatch, tmp_path):
     """Two copies of lstmkit (a checkout and mutation testing's copy of it) get two build
     directories: build.ninja records the sources' paths, so a shared one rebuilt on every switch
-    between them (30 s each, under torch's lock). The flags change the build too."""
+    between them (a full build each time, under torch's lock). The flags change the build too."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     here = cpu_loops.build_directory("x", ["-O3"])
     copy = tmp_path / "copy" / "csrc"

@@ -68,8 +68,8 @@ def build_directory(name: str, flags: list[str] | None = None) -> Path:
     not see headers), and by the environment and the sources' location: build.ninja records
     the include paths of the torch it was made with and the paths of the sources, so two
     virtualenvs, or two copies of lstmkit (a checkout and mutation testing's copy of it), sharing
-    one directory rebuild each other's build on every switch, 30 s each time under torch's lock
-    (docs/mutation.md)."""
+    one directory rebuild each other's build on every switch, a full build each time under
+    torch's lock (docs/mutation.md)."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     sources = b"".join(p.read_bytes() for p in [*SOURCES, *HEADERS])
@@ -81,9 +81,9 @@ def build_directory(name: str, flags: list[str] | None = None) -> Path:
 
 def _import_built(directory: Path, name: str) -> ModuleType | None:
     """The extension that an earlier process built in `directory`, imported directly. torch's
-    load() takes the directory's lock and runs ninja in every new process: 10 ms when there is
-    nothing to do, but parallel processes queue on the lock, and one killed while it holds the
-    lock (a test timeout) leaves the others waiting for _clear_stale_lock. The directory is keyed
+    load() takes the directory's lock and runs ninja in every new process: parallel processes
+    queue on the lock, and one killed while it holds the lock (a test timeout) leaves the others
+    waiting for _clear_stale_lock. The directory is keyed
     by everything the build depends on, so a library there is this build. None when there is
     none, or when it does not import (a link cut short): then load() builds it again."""
     library = directory / f"{name}.so"
