@@ -130,7 +130,14 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
         "# Mutation testing report",
         "",
         f"Made by `{meta['command']}` at commit `{meta['commit']}` on {meta['machine']}"
-        f" ({meta['versions']}): the full run took {meta['minutes']:.0f} min wall"
+        f" ({meta['versions']}): "
+        + (
+            f"the full run took {meta['minutes']:.0f} min wall"
+            if not total.get("not checked")
+            else f"the run was stopped after {meta['minutes']:.0f} min wall, with "
+            f"{total['mutants'] - total['not checked']:,} of {total['mutants']:,} mutants "
+            "checked (the table's 'not checked')"
+        )
         + (
             f", the recheck of its survivors {meta['recheck_minutes']:.0f} min"
             if meta.get("recheck_minutes")
