@@ -12,15 +12,13 @@ import copy
 
 import pytest
 import torch
+from test_stream import TOL, B, H, I, T, initial_state  # noqa: F401  (the same sizes and states)
 
 import lstmkit
 from lstmkit.cells import Cell, CellOptions, LayerParams, register_cell, registry
 from lstmkit.cells.gates import split
 from lstmkit.nn import layers
 
-TOL = 1e-10
-T, B, I, H = 7, 3, 5, 6  # as tests/test_stream.py (not imported: `python -P` runs leave
-# the checkout off sys.path, and that module imports the tests package)
 CELLS = {"lstm": lstmkit.LSTM, "gru": lstmkit.GRU}
 
 
@@ -32,13 +30,6 @@ def make(cell: str, num_layers: int = 2, **extra):
         for p in layer.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return layer
-
-
-def initial_state(layer, seed: int = 1):
-    gen = torch.Generator().manual_seed(seed)
-    shapes = layer.state_shapes(B)
-    states = tuple(torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes)
-    return states if len(states) > 1 else states[0]
 
 
 def same(got, want, what: str, tol: float = TOL) -> None:
