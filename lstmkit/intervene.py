@@ -17,7 +17,11 @@ Steps are input positions (direction 1 included), time-major; steps past a seque
 (lengths= / PackedSequence) are never edited. Gradients flow as through any tensor op: an
 ablated unit passes none back, a patched value receives its own.
 
-Engines that cannot apply interventions say so (`unsupported`), and `auto` picks one that can.
+How engines apply them: run_stack turns a layer-direction's edits into dense masks and values
+(`dense` -> StateEdits) and every engine applies the one equation StateEdits.at, the reference
+engine in its Python loop, the fused engine inside its operators (forward and hand-written
+backward, Python and compiled loops). Engines that cannot apply interventions say so
+(`unsupported`: torch's own kernels, Triton), and `auto` picks one that can.
 """
 
 from __future__ import annotations
@@ -161,16 +165,43 @@ def bind(intervention: Intervention, spec, T: int, B: int) -> dict[int, list[Bou
     return bound
 
 
-def apply(edits: list[BoundEdit], t: int, state: tuple[Tensor, ...], valid: Tensor | None):
-    """The states after step t with the edits due at t; valid (B, 1) bool or None."""
-    out = list(state)
+@dataclass
+class StateEdits:
+    """The edits of one state of one layer-direction in the form every engine applies them:
+    mask (T, B, U_state) bool, True where the state after step t is replaced, past each
+    sequence's end never; value (T, B, U_state), read where mask is True (differentiable: a
+    patched value receives its gradient). Later edits of the same unit and step win."""
+
+    mask: Tensor
+    value: Tensor
+
+    def at(self, t: int, state: Tensor) -> Tensor:
+        """State (B, U_state) after step t, edited: the one equation of an edit."""
+        return torch.where(self.mask[t], self.value[t].to(state.dtype), state)
+
+
+def dense(
+    edits: list[BoundEdit], T: int, B: int, widths: Sequence[int], like: Tensor, valid
+) -> tuple[StateEdits | None, ...]:
+    """One layer-direction's bound edits -> a StateEdits per state (None: never edited).
+    widths: each state's size (h, c); like: a tensor of the run's dtype and device; valid:
+    (T, B, 1) bool or None (the steps inside each sequence)."""
+    out: list[StateEdits | None] = [None] * len(widths)
     for e in edits:
-        if t not in e.steps:
-            continue
-        s = out[e.state_index]  # (B, H)
-        v = e.value[t] if e.per_step else e.value
-        v = torch.as_tensor(v, dtype=s.dtype, device=s.device).expand(s.shape[0], len(e.units))
-        edited = s.clone()
-        edited[:, e.units.to(s.device)] = v  # a clone: autograd sees an ordinary index_put
-        out[e.state_index] = edited if valid is None else torch.where(valid, edited, s)
+        W, U = widths[e.state_index], len(e.units)
+        units = e.units.to(like.device)
+        steps = torch.tensor(sorted(e.steps), dtype=torch.long, device=like.device)
+        mask = torch.zeros(T, 1, W, dtype=torch.bool, device=like.device)
+        mask[steps[:, None], 0, units[None, :]] = True  # (S, U) positions of (T, W)
+        mask = mask.expand(T, B, W)
+        mask = mask & valid if valid is not None else mask.contiguous()
+        value = like.new_zeros(T, B, W)
+        if e.per_step:  # (T, B, U), recorded from another run
+            value[:, :, units] = e.value.to(like.dtype)
+        else:  # a number or a (B, U)-broadcastable tensor, the same at every step
+            value[:, :, units] = torch.as_tensor(e.value, dtype=like.dtype).expand(B, U)
+        prev = out[e.state_index]
+        if prev is not None:  # an earlier edit of this state: keep it where this one is silent
+            mask, value = prev.mask | mask, torch.where(mask, value, prev.value)
+        out[e.state_index] = StateEdits(mask, value)
     return tuple(out)

@@ -1,5 +1,6 @@
 """Causal interventions (lstmkit.intervene): ablation and activation patching, checked against
-hand-written loops over torch.nn cells in float64, with gradients."""
+hand-written loops over torch.nn cells in float64, with gradients, on both engines that apply
+them (the fused engine against the reference one, option by option: test_intervene_fused.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from lstmkit.intervene import Edit
 
 F64 = torch.float64
 TOL = 1e-10
+ENGINES = ["reference", "fused"]
 
 
-def lstm_and_cells(num_layers=2, hidden=5, inp=3):
+def lstm_and_cells(num_layers=2, hidden=5, inp=3, engine="reference"):
     """An lstmkit.LSTM and torch.nn.LSTMCell twins holding its weights, float64."""
-    layer = lstmkit.LSTM(inp, hidden, num_layers, engine="reference").to(F64)
+    layer = lstmkit.LSTM(inp, hidden, num_layers, engine=engine).to(F64)
     cells = []
     for k in range(num_layers):
         cell = torch.nn.LSTMCell(inp if k == 0 else hidden, hidden).to(F64)
@@ -44,8 +46,9 @@ def hand_loop(cells, x, edit=None):
     return torch.stack(outs), states
 
 
-def test_zero_ablation_of_every_unit_equals_zeroing_by_hand():
-    layer, cells = lstm_and_cells()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_zero_ablation_of_every_unit_equals_zeroing_by_hand(engine):
+    layer, cells = lstm_and_cells(engine=engine)
     x = torch.randn(6, 4, 3, dtype=F64)
     ablate = Intervention.ablate(layer=0, state="h") + Intervention.ablate(layer=0, state="c")
     ablate = ablate + Intervention.ablate(layer=1, state="c")
@@ -59,8 +62,9 @@ def test_zero_ablation_of_every_unit_equals_zeroing_by_hand():
     assert (h[1] - states[1][0]).abs().max() < TOL and c.abs().max() == 0
 
 
-def test_ablating_some_units_at_some_steps_to_a_value():
-    layer, cells = lstm_and_cells()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ablating_some_units_at_some_steps_to_a_value(engine):
+    layer, cells = lstm_and_cells(engine=engine)
     x = torch.randn(7, 2, 3, dtype=F64)
     units, steps = [1, 3], [2, 5]
     edit = Intervention.ablate(layer=1, units=units, state="c", steps=steps, value=0.7)
@@ -78,10 +82,11 @@ def test_ablating_some_units_at_some_steps_to_a_value():
     assert (out - layer(x)[0]).abs()[3:].max() > 1e-3  # and the edit does change later steps
 
 
-def test_patching_a_state_from_input_a_equals_running_b_from_as_state():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_patching_a_state_from_input_a_equals_running_b_from_as_state(engine):
     """Patch every state of input A at step t into input B: B's outputs after t are those of a
     run of B[t+1:] started from A's states at t."""
-    layer, _ = lstm_and_cells()
+    layer, _ = lstm_and_cells(engine=engine)
     xa, xb = torch.randn(8, 3, 3, dtype=F64), torch.randn(8, 3, 3, dtype=F64)
     t = 4
     _, _, trace_a = layer(xa, return_trace=True)
@@ -97,8 +102,9 @@ def test_patching_a_state_from_input_a_equals_running_b_from_as_state():
     assert (out[t] - trace_a.hidden[1, 0, t]).abs().max() < TOL  # step t itself shows A's h
 
 
-def test_gradients_through_an_ablation_and_into_a_patch():
-    layer, cells = lstm_and_cells(num_layers=1)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gradients_through_an_ablation_and_into_a_patch(engine):
+    layer, cells = lstm_and_cells(num_layers=1, engine=engine)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
     value = torch.randn(5, 2, 2, dtype=F64, requires_grad=True)  # (T, B, U) patched values
     edit = Intervention((Edit(layer=0, state="h", units=[0, 4], steps=[1, 2], value=value),))
@@ -122,8 +128,9 @@ def test_gradients_through_an_ablation_and_into_a_patch():
     assert value.grad[1:3].abs().min() > 0
 
 
-def test_edits_skip_steps_past_a_sequences_length():
-    layer, _ = lstm_and_cells(num_layers=1)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edits_skip_steps_past_a_sequences_length(engine):
+    layer, _ = lstm_and_cells(num_layers=1, engine=engine)
     x = torch.randn(6, 2, 3, dtype=F64)
     lengths = torch.tensor([6, 3])
     edit = Intervention.ablate(layer=0, state="h", steps=[4], value=5.0)
@@ -134,16 +141,18 @@ def test_edits_skip_steps_past_a_sequences_length():
     assert (out[4, 0] - 5.0).abs().max() == 0
 
 
-@pytest.mark.parametrize("engine", ["native", "fused"])
-def test_engines_without_interventions_refuse_and_auto_falls_back(engine):
-    layer = lstmkit.LSTM(3, 4, engine=engine)
+def test_engines_without_interventions_refuse_and_auto_falls_back():
+    """torch's own kernels cannot edit a state: native refuses, and auto passes over it to the
+    fused engine, the first capable one in priority order."""
+    layer = lstmkit.LSTM(3, 4, engine="native")
     x = torch.randn(5, 2, 3)
     edit = Intervention.ablate(layer=0, units=[1])
     with pytest.raises(ValueError, match="interventions"):
         layer(x, intervention=edit)
     layer.engine = "auto"
     layer(x, intervention=edit)
-    assert layer.last_engine == "reference" and "interventions" in layer.last_engine_reason
+    assert layer.last_engine == "fused"
+    assert "'native' cannot: interventions" in layer.last_engine_reason
 
 
 @pytest.mark.parametrize(

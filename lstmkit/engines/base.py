@@ -29,6 +29,7 @@ from torch import Tensor
 from lstmkit.cells.base import Cell, CellOptions, LayerParams
 from lstmkit.cells.regularizers import StepMasks, ZoneoutRates
 from lstmkit.engines.resets import direction_resets
+from lstmkit.intervene import StateEdits, dense
 from lstmkit.trace import Trace
 
 
@@ -107,7 +108,11 @@ class DirectionCall:
     reset (T, B, 1) bool or None, in this direction's own terms: True where the state entering
     step t is the initial state (`state`) instead of the previous step's. For the forward
     direction that is call.resets; the reverse direction crosses a boundary t the other way,
-    entering step t - 1 afresh (see direction_resets)."""
+    entering step t - 1 afresh (see direction_resets).
+
+    edits: with call.intervention, one lstmkit.intervene.StateEdits or None per state (as in
+    cell.state_names), the edits of this layer-direction as dense masks and values (lengths
+    folded in); None without an intervention or when it edits nothing here."""
 
     x: Tensor
     state: tuple[Tensor, ...]
@@ -117,6 +122,7 @@ class DirectionCall:
     valid: Tensor | None
     masks: StepMasks = field(default_factory=StepMasks)
     reset: Tensor | None = None
+    edits: tuple[StateEdits | None, ...] | None = None
 
 
 @dataclass
@@ -185,6 +191,7 @@ def run_stack(engine: Engine, call: RecurrentCall) -> RecurrentResult:
     valid = valid_mask(call.lengths, x.shape[0], x.device)
     D = call.num_directions
     resets = [direction_resets(call.resets, reverse=d == 1) for d in range(D)]
+    widths = tuple(s.shape[-1] for s in call.hx)  # (H_out,) or (H_out, H)
     finals: list[tuple[Tensor, ...]] = []
     records: list[dict[str, Tensor]] = []
     layer_input = x
@@ -202,6 +209,8 @@ def run_stack(engine: Engine, call: RecurrentCall) -> RecurrentResult:
                 masks=call.masks[k] if call.masks is not None else StepMasks(),
                 reset=resets[direction],
             )
+            if call.intervention and k in call.intervention:  # as dense masks and values
+                d.edits = dense(call.intervention[k], x.shape[0], x.shape[1], widths, x, valid)
             result = engine.run_direction(call, d)
             outs.append(result.output)
             finals.append(result.state)

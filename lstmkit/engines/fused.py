@@ -19,6 +19,8 @@ The LSTM's loops (forward and backward) also exist compiled, built on first use
 (lstmkit.engines.cpu_loops, csrc/): same math, a step costs its matmul plus a few microseconds.
 
 Gate traces are outputs of the operators, so gradients flow through them (a loss may use gates).
+Interventions (lstmkit.intervene) are operator arguments too: a mask and values per state,
+applied right after each step in both loops; an edited unit's gradient goes to its value.
 What it does not do: double backward (differentiating its gradients raises); use
 engine="reference" for higher-order gradients. Results equal the reference engine's to rounding.
 How it works in more detail, and its measured speed: docs/engines.md.
@@ -60,11 +62,17 @@ def _folded(p: LayerParams) -> LayerParams:
 def _common(call: RecurrentCall, d: DirectionCall, p: LayerParams) -> dict:
     """The operator arguments every cell shares (names as in the op schemas)."""
     rate_h, rate_c = call.eval_zoneout
-    return dict(
+    named = dict(
         w_hh=p.w_hh, ln_hh=p.ln_hh, rmask=d.masks.recurrent, valid=d.valid, reset=d.reset,
         zoneout_h=d.masks.zoneout_h, zoneout_c=d.masks.zoneout_c, rate_h=rate_h,
         rate_c=rate_c, reverse=d.reverse,
     )  # fmt: skip
+    edits = d.edits or ()  # interventions: dense masks and values per state (h, c)
+    for k, name in enumerate(("h", "c")):  # (the GRU / RNN schemas have no edit_c)
+        e = edits[k] if k < len(edits) else None
+        named[f"edit_{name}"] = None if e is None else e.mask
+        named[f"edit_{name}_value"] = None if e is None else e.value
+    return named
 
 
 def _lstm(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
@@ -124,6 +132,7 @@ class FusedEngine(Engine):
     name = "fused"
     priority = 50  # below native (exact torch kernels), above reference (the readable loop)
     supports_resets = True
+    supports_interventions = True
 
     def unsupported(self, call: RecurrentCall) -> str | None:
         if torch.onnx.is_in_onnx_export():

@@ -19,6 +19,7 @@ from torch import Tensor
 from lstmkit.cells.base import LN_EPS, Cell, CellOptions, LayerParams
 from lstmkit.cells.regularizers import StepMasks
 from lstmkit.engines.resets import ResetGrad, entering_states
+from lstmkit.intervene import StateEdits
 
 _ln_backward = torch.ops.aten.native_layer_norm_backward
 
@@ -36,11 +37,31 @@ class DirectionConfig:
     rates: tuple[float, float]  # eval-mode zoneout (hidden, cell); 0 in training
     keep_hp: bool  # GRU: the backward needs W_hn h_{t-1} + b_hn
     reset: Tensor | None = None  # (T, B, 1) bool: the state entering step t is the initial one
+    # interventions (lstmkit.intervene.StateEdits), per state (h, c): (T, B, *) bool masks and
+    # the values they put in; the backward gets the masks only
+    edit_masks: tuple[Tensor | None, ...] = (None, None)
+    edit_values: tuple[Tensor | None, ...] = (None, None)
 
     @property
     def zoneout_on(self) -> bool:
         masks = (self.masks.zoneout_h, self.masks.zoneout_c)
         return any(m is not None for m in masks) or any(r > 0 for r in self.rates)
+
+    @property
+    def edited(self) -> bool:
+        return any(m is not None for m in self.edit_masks)
+
+    @property
+    def keeps_new(self) -> bool:
+        """Whether the cell's new values are kept apart from the states: zoneout mixes them with
+        the previous states, an edit replaces some of them, and the backward needs the values
+        the step itself computed (tanh(c_t), the RNN's 1 - h_t^2)."""
+        return self.zoneout_on or self.edited
+
+    def edit(self, which: int, t: int, state: Tensor) -> Tensor:
+        """State `which` (0 = h, 1 = c) after step t, (B, *), with the edits due at t."""
+        mask = self.edit_masks[which]
+        return state if mask is None else StateEdits(mask, self.edit_values[which]).at(t, state)
 
     def keep_coefficient(self, which: int, dtype: torch.dtype) -> Tensor | None:
         """d state_t / d new_t for state `which` (0 = h, 1 = c): (T, B, *) or None for 1.
@@ -216,3 +237,21 @@ def split_state_grad(d: Tensor, a: Tensor | None, t: int) -> tuple[Tensor, Tenso
         return d, None
     d_new = d * a[t] if a.shape[0] > 1 else d * a[0]
     return d_new, d - d_new
+
+
+class EditGrad:
+    """Backward of an edited state, state_t = where(mask_t, value_t, new_t), one step at a time:
+    where the mask is set the gradient goes to the value and not to what the step computed.
+    mask (T, B, *) bool or None (no edit: the gradient passes unchanged); `value` (T, B, *)
+    collects the value's gradient (every step is visited once, so no zero fill)."""
+
+    def __init__(self, mask: Tensor | None, like: Tensor) -> None:
+        self.mask = mask
+        self.value = None if mask is None else like.new_empty(mask.shape)
+
+    def __call__(self, t: int, d: Tensor) -> Tensor:
+        """d loss / d state_t (B, *) -> the part that reaches the step's own new value."""
+        if self.mask is None:
+            return d
+        self.value[t] = torch.where(self.mask[t], d, 0.0)
+        return d.masked_fill(self.mask[t], 0.0)

@@ -24,6 +24,7 @@ from lstmkit.cells.regularizers import zoneout
 from lstmkit.cells.rnn import rnn_pointwise
 from lstmkit.engines.fused_common import (
     DirectionConfig,
+    EditGrad,
     RecurrentProjectionGrad,
     add_previous_,
     split_state_grad,
@@ -92,33 +93,37 @@ def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
     (the LSTM has its own loop that writes in place: lstmkit.engines.fused_lstm.lstm_forward).
 
     Returns per-state stacks (T, B, *) of the states after each step, of the cell's new values
-    before zoneout (the same stacks when zoneout is off), the gates {name: (T, B, H)}, and the
-    recurrent projections (T, B, G*H) when cfg.keep_hp, else None. Indexed by time, not by order.
+    before zoneout and edits (the same stacks when neither is on), the gates {name: (T, B, H)},
+    and the recurrent projections (T, B, G*H) when cfg.keep_hp, else None. Indexed by time.
     """
     masks = cfg.masks
     T = xp.shape[0]
     n = len(state)
     step, hp_stack = step_function(cfg, xp)
     states = [StepRows(T) for _ in range(n)]
-    news = [StepRows(T) for _ in range(n)] if cfg.zoneout_on else states
+    news = [StepRows(T) for _ in range(n)] if cfg.keeps_new else states
     gates = {g: StepRows(T) for g in cfg.cell.trace_gates(cfg.opts)}
     hps = StepRows(T) if cfg.keep_hp and hp_stack is None else None
     zoneout_masks = (masks.zoneout_h, masks.zoneout_c)
     zoneout_on, valid, rmask = cfg.zoneout_on, cfg.valid, masks.recurrent
+    keeps_new, edited = cfg.keeps_new, cfg.edited
     initial, restarts = state, reset_steps(cfg.reset)
     for t in range(T - 1, -1, -1) if cfg.reverse else range(T):
         state = restart(t, restarts, cfg.reset, initial, state)  # per-sample resets
         h_in = state[0] if rmask is None else state[0] * rmask
         new, step_gates, hp = step(t, h_in, state)
-        if zoneout_on:
+        if keeps_new:  # what the step computed, for the backward
             for k in range(n):
                 news[k][t] = new[k]
+        if zoneout_on:
             new = tuple(
                 zoneout(old, upd, None if zm is None else zm[t], rate)
                 for old, upd, zm, rate in zip(state, new, zoneout_masks, cfg.rates)
             )
         if valid is not None:  # hold the state past each sequence's end
             new = tuple(torch.where(valid[t], upd, old) for upd, old in zip(new, state))
+        if edited:  # ablation / patching
+            new = tuple(cfg.edit(k, t, s) for k, s in enumerate(new))
         state = new
         for k in range(n):
             states[k][t] = state[k]
@@ -134,7 +139,8 @@ def forward_loop(cfg: DirectionConfig, xp: Tensor, state: tuple[Tensor, ...]):
 
 
 def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
-    """Gradients {xp, h0, w_hh, b_hh, ln_hh}. Hs: states (T, B, H); Hn: before zoneout."""
+    """Gradients {xp, h0, w_hh, b_hh, ln_hh, edit_h_value}. Hs: states (T, B, H); Hn: before
+    zoneout and edits."""
     T, B, H = Hs.shape
     r, z, n = gates["r"], gates["z"], gates["n"]
     hn = hp[..., 2 * H :]  # (T, B, H)
@@ -161,8 +167,9 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
     resets = ResetGrad(cfg.reset)
     order = visit_order(T, cfg.reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
+    edit = EditGrad(cfg.edit_masks[0], Hs)  # an edited unit's gradient goes to its value
     for k, t in enumerate(order):
-        dhn, hold = split_state_grad(dh, a_h, t)
+        dhn, hold = split_state_grad(edit(t, dh), a_h, t)
         dp = torch.mul(Q[t], dhn.unsqueeze(1), out=dhp[t])  # (B, 3, H)
         dpn = torch.mul(dhn, Cn[t], out=dpre_n[t])
         if EQ is not None:
@@ -175,12 +182,15 @@ def gru_backward(cfg, h0, Hs, Hn, gates, hp, dH, d_gates, needs) -> dict:
     dhp = dhp.view(T, B, 3 * H)
     dxp = torch.cat([dhp[..., : 2 * H], dpre_n], dim=-1)  # (T, B, 3H)
     grads = {"xp": dxp, "h0": resets.initial(dh)}
+    if edit.value is not None:
+        grads["edit_h_value"] = edit.value
     grads.update(rec.weight_grads(dhp, needs))
     return grads
 
 
 def rnn_backward(cfg, h0, Hs, Hn, dH, needs) -> dict:
-    """Gradients {xp, h0, w_hh, b_hh, ln_hh}. Hs: states (T, B, H); Hn: before zoneout."""
+    """Gradients {xp, h0, w_hh, b_hh, ln_hh, edit_h_value}. Hs: states (T, B, H); Hn: before
+    zoneout and edits."""
     T = Hs.shape[0]
     if cfg.opts.nonlinearity == "tanh":
         deriv = torch.mul(Hn, Hn).neg_().add_(1)  # 1 - h^2
@@ -192,12 +202,15 @@ def rnn_backward(cfg, h0, Hs, Hn, dH, needs) -> dict:
     resets = ResetGrad(cfg.reset)
     order = visit_order(T, cfg.reverse)
     dh = dH[order[0]] if dH is not None else torch.zeros_like(Hs[0])
+    edit = EditGrad(cfg.edit_masks[0], Hs)
     for k, t in enumerate(order):
-        dhn, hold = split_state_grad(dh, a_h, t)
+        dhn, hold = split_state_grad(edit(t, dh), a_h, t)
         dp = torch.mul(dhn, deriv[t], out=dpre[t])
         nxt = order[k + 1] if k + 1 < T else None
         dH_next = dH[nxt] if (nxt is not None and dH is not None) else None
         dh = step_back(rec, resets, t, dp, hold, dH_next)
     grads = {"xp": dpre, "h0": resets.initial(dh)}
+    if edit.value is not None:
+        grads["edit_h_value"] = edit.value
     grads.update(rec.weight_grads(dpre, needs))
     return grads

@@ -36,6 +36,7 @@ from lstmkit.cells.lstm import lstm_output_, lstm_pointwise_
 from lstmkit.cells.regularizers import zoneout
 from lstmkit.engines.cpu_loops import cpu_loops, usable
 from lstmkit.engines.fused_common import (
+    EditGrad,
     RecurrentProjectionGrad,
     add_all,
     add_previous_,
@@ -66,17 +67,18 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
     Hs = xp.new_empty(T, B, h0.shape[-1])
     w_t = p.w_hh.t().contiguous()  # (H_out, G*H): the faster operand order for h @ W_hh^T
     raw = xp.new_empty(xp.shape) if p.ln_hh is not None else None
-    holds = cfg.zoneout_on or valid is not None
+    holds = cfg.keeps_new or valid is not None  # the step's new values go to scratch first
     compiled = _compiled_loops(xp, h0, c0)
     if compiled is not None:  # the loop below, compiled (lstmkit/engines/cpu_loops.py)
         zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, h0.shape[-1])
-        Cn = xp.new_empty(T, B, H) if zo_h is not None else None
+        Cn = xp.new_empty(T, B, H) if cfg.keeps_new else None
         w_hr_t = None if p.w_hr is None else p.w_hr.t().contiguous()  # (H, P)
         compiled.lstm_forward_loop(
             xp, h0.contiguous(), c0.contiguous(), w_t, _dense(p.w_peep), masks.recurrent,
             valid_rows, _row_flags(cfg.reset), _dense(p.ln_hh), raw, _dense(p.ln_c_w),
             _dense(p.ln_c_b), zo_h, zo_c, Cn, w_hr_t, LN_EPS, cfg.opts.coupled, cfg.reverse,
-            A, Cs, Hs,
+            A, Cs, Hs, cfg.edit_masks[0], cfg.edit_values[0], cfg.edit_masks[1],
+            cfg.edit_values[1],
         )  # fmt: skip
         # without zoneout, held rows (lengths) are never read through Cn: Cs serves
         return Hs, Cs, Cs if Cn is None else Cn, A, raw
@@ -101,6 +103,7 @@ def lstm_forward(cfg, xp: Tensor, h0: Tensor, c0: Tensor):
             cn = zoneout(c, Cn[t], None if zc is None else zc[t], cfg.rates[1])
             if valid is not None:  # hold the state past each sequence's end
                 hn, cn = torch.where(valid[t], hn, h), torch.where(valid[t], cn, c)
+            hn, cn = cfg.edit(0, t, hn), cfg.edit(1, t, cn)  # ablation / patching
             Hs[t].copy_(hn)
             Cs[t].copy_(cn)
         h, c = Hs[t], Cs[t]
@@ -204,7 +207,7 @@ def _coefficients(cfg, gates: dict, c_new: Tensor, Cs: Tensor, c0: Tensor, d_act
     return tc, A, K, Kd, Fd, E, Ec, Ef, ln_stats
 
 
-def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
+def _python_chain(cfg, h0, c0, saved, rec, edits, d_seq, d_act, dh, dc):
     """The backward's time loop in eager torch: coefficients for all steps first, then per step
     the carried (dh, dc) chain. Returns dpre (T, B, G, H), the gradients of h0 and c0, and what
     the weight gradients need: d_hnew (projection), d_ctil and ln_stats (LN_c), tc."""
@@ -222,7 +225,9 @@ def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
     order = visit_order(T, reverse)
     steps = reset_steps(cfg.reset)
     resets_h, resets_c = ResetGrad(cfg.reset, steps), ResetGrad(cfg.reset, steps)
+    edit_h, edit_c = edits  # EditGrad: an edited unit's gradient goes to its value
     for k, t in enumerate(order):
+        dh, dc = edit_h(t, dh), edit_c(t, dc)
         dhn, hold_h = split_state_grad(dh, a_h, t)
         dcn, hold_c = split_state_grad(dc, a_c, t)
         if d_hnew is not None:
@@ -257,7 +262,8 @@ def _python_chain(cfg, h0, c0, saved, rec, d_seq, d_act, dh, dc):
 
 
 def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
-    """Gradients {xp, h0, c0, w_hh, b_hh, ln_hh, w_hr, w_peep, ln_c_w, ln_c_b} (None if unused).
+    """Gradients {xp, h0, c0, w_hh, b_hh, ln_hh, w_hr, w_peep, ln_c_w, ln_c_b, edit_h_value,
+    edit_c_value} (None if unused or absent).
 
     saved: lstm_forward's (Hs, Cs, Cn, act, raw); d_states: (dH (T, B, H_out), dC (T, B, H) of
     the traced cells or None, d c_T (B, H) or None); d_act: (T, B, G*H) or None.
@@ -273,18 +279,22 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     dh = dH[first] if dH is not None else torch.zeros_like(Hs[0])
     dc = add_all(d_last, None if dC is None else dC[first])
     dc = torch.zeros_like(Cs[0]) if dc is None else dc
+    edits = tuple(EditGrad(m, Cs) for m in cfg.edit_masks)  # (h, c)
     compiled = _compiled_loops(act, dh, dc)
     ln_stats = d_ctil = ln_c_sums = None
     if compiled is not None:
         dpre, dh, dc, d_hnew, tc, ln_c_sums = _compiled_chain(
-            compiled, cfg, c0, saved, rec, (dH, dC), d_act, dh, dc
+            compiled, cfg, c0, saved, rec, edits, (dH, dC), d_act, dh, dc
         )
     else:
         dpre, dh, dc, d_hnew, d_ctil, tc, ln_stats = _python_chain(
-            cfg, h0, c0, saved, rec, (dH, dC), d_act, dh, dc
+            cfg, h0, c0, saved, rec, edits, (dH, dC), d_act, dh, dc
         )
     dxp = dpre.view(T, B, G * H)
     grads = {"xp": dxp, "h0": dh, "c0": dc}
+    for name, edit in zip(("edit_h_value", "edit_c_value"), edits):
+        if edit.value is not None:
+            grads[name] = edit.value
     grads.update(rec.weight_grads(dxp, needs))
     if needs["w_hr"]:  # sum_t dh_new_t^T m_t as one matmul, m = o * tc
         m = tc.mul_(act[..., (G - 1) * H :])  # o is the last block
@@ -307,7 +317,7 @@ def lstm_backward(cfg, h0, c0, saved, d_states, d_act, needs) -> dict:
     return grads
 
 
-def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
+def _compiled_chain(compiled, cfg, c0, saved, rec, edits, d_seq, d_act, dh, dc):
     """_python_chain's loop, compiled: dpre straight from the saved activations (no precomputed
     coefficients), the layer-norm gains' gradients summed inside the loop. Returns dpre
     (T, B, G, H), the gradients of h0 and c0, d_hnew and tc (projection) and the LN_c sums
@@ -326,7 +336,7 @@ def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
         y_c, mean, rstd = torch.native_layer_norm(c_new, [H], p.ln_c_w, p.ln_c_b, LN_EPS)
         lnc = (p.ln_c_w, p.ln_c_b, mean, rstd, ln_c_sums)
     zo_h, zo_c, valid_rows = _zoneout_shares(cfg, T, B, H, Hs.shape[-1])
-    zo = (zo_h, zo_c, c_new if zo_h is not None else None)
+    zo = (zo_h, zo_c, c_new if cfg.keeps_new else None)
     d_hnew = tc = None
     if p.w_hr is not None:  # dW_hr = sum_t d h_new^T (o tanh(LN_c(c))) after the loop
         d_hnew = torch.empty_like(Hs)
@@ -336,5 +346,6 @@ def _compiled_chain(compiled, cfg, c0, saved, rec, d_seq, d_act, dh, dc):
         act, Cs, c0.contiguous(), _dense(p.w_peep), dH, dC, _dense(d_act), p.w_hh,
         cfg.masks.recurrent, valid_rows, _row_flags(cfg.reset), *_dense_all(hh),
         *_dense_all(lnc), *zo, _dense(p.w_hr), d_hnew, dh, dc, coupled, cfg.reverse, dpre,
+        edits[0].mask, edits[1].mask, edits[0].value, edits[1].value,
     )  # fmt: skip
     return dpre.view(T, B, act.shape[-1] // H, H), dh, dc, d_hnew, tc, ln_c_sums

@@ -39,9 +39,15 @@ from lstmkit.engines.ops import (
 )
 
 LSTM_WEIGHTS = ("w_hh", "w_hr", "w_peep", "ln_hh", "ln_c_w", "ln_c_b")
+EDIT_VALUES = ("edit_h_value", "edit_c_value")  # the interventions' values, differentiable
 
 
-def direction_config(cell, p: LayerParams, masks: StepMasks, valid, reset, rates, reverse, **opts):
+def direction_config(
+    cell, p: LayerParams, masks: StepMasks, valid, reset, rates, reverse, edits=None, **opts
+):
+    """The operators' arguments as a DirectionConfig. edits: (masks, values), each per state
+    (h, c), or None."""
+    edit_masks, edit_values = edits if edits is not None else ((None, None), (None, None))
     return DirectionConfig(
         cell=cell,
         opts=CellOptions(**opts),
@@ -52,12 +58,18 @@ def direction_config(cell, p: LayerParams, masks: StepMasks, valid, reset, rates
         rates=rates,
         keep_hp=cell is GRU_CELL,
         reset=reset,
+        edit_masks=edit_masks,
+        edit_values=edit_values,
     )
 
 
 def weight_grads_fake(given, needs, like: Tensor) -> list[Tensor]:
     return [torch.empty_like(w) if w is not None and n else like.new_empty(0)
             for w, n in zip(given, needs)]  # fmt: skip
+
+
+def edit_value_grads_fake(edit_masks, like: Tensor) -> list[Tensor]:
+    return [like.new_empty(0) if m is None else like.new_empty(m.shape) for m in edit_masks]
 
 
 # ---- LSTM --------------------------------------------------------------------------------------
@@ -81,28 +93,36 @@ def lstm_direction(
     rate_c: float,
     coupled: bool,
     reverse: bool,
+    edit_h: Tensor | None = None,  # (T, B, P) bool: h after step t is replaced (interventions)
+    edit_h_value: Tensor | None = None,  # (T, B, P) by these values
+    edit_c: Tensor | None = None,  # (T, B, H) bool, the same for c
+    edit_c_value: Tensor | None = None,  # (T, B, H)
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> Hs (T, B, P) and Cs (T, B, H), the states after each step; c_last (B, H), the final
-    cell; A (T, B, G*H), the gate activations in layout order; Cn (T, B, H), the cell before
-    zoneout, or (0,) without zoneout; raw (T, B, G*H) = W_hh h_in before LN_hh, or (0,)."""
+    cell; A (T, B, G*H), the gate activations in layout order; Cn (T, B, H), the cell the steps
+    computed (before zoneout and edits), or (0,) without either; raw (T, B, G*H) = W_hh h_in
+    before LN_hh, or (0,)."""
     p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
+    edits = ((edit_h, edit_c), (edit_h_value, edit_c_value))
     cfg = direction_config(
-        LSTM_CELL, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled
+        LSTM_CELL, p, masks, valid, reset, (rate_h, rate_c), reverse, edits, coupled=coupled
     )
     Hs, Cs, Cn, A, raw = lstm_forward(cfg, xp, h0, c0)
     last = Cs[0 if reverse else -1].clone()
-    Cn = Cn if cfg.zoneout_on else None  # else Cs serves (held rows get no gradient)
+    Cn = Cn if cfg.keeps_new else None  # else Cs serves (held rows get no gradient)
     return Hs, Cs, last, A, present(Cn, xp), present(raw, xp)
 
 
 @lstm_direction.register_fake
 def _(xp, h0, c0, w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b, rmask, valid, reset, zoneout_h,
-      zoneout_c, rate_h, rate_c, coupled, reverse):  # fmt: skip
+      zoneout_c, rate_h, rate_c, coupled, reverse, edit_h=None, edit_h_value=None, edit_c=None,
+      edit_c_value=None):  # fmt: skip
     T, B, _ = xp.shape
     H, P = c0.shape[-1], h0.shape[-1]
     zoneout_on = zoneout_h is not None or zoneout_c is not None or rate_h > 0 or rate_c > 0
-    Cn = xp.new_empty(T, B, H) if zoneout_on else xp.new_empty(0)
+    keeps_new = zoneout_on or edit_h is not None or edit_c is not None
+    Cn = xp.new_empty(T, B, H) if keeps_new else xp.new_empty(0)
     raw = torch.empty_like(xp) if ln_hh is not None else xp.new_empty(0)
     return (
         xp.new_empty(T, B, P),
@@ -143,27 +163,33 @@ def lstm_direction_backward(
     coupled: bool,
     reverse: bool,
     needs: list[bool],  # which of LSTM_WEIGHTS need a gradient
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """-> d xp, d h0, d c0, then d of each of LSTM_WEIGHTS ((0,) where absent or not needed)."""
+    edit_h: Tensor | None = None,  # lstm_direction's edit masks
+    edit_c: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> d xp, d h0, d c0, then d of each of LSTM_WEIGHTS ((0,) where absent or not needed),
+    then d edit_h_value and d edit_c_value ((0,) without that edit)."""
     p = LayerParams(None, w_hh, w_hr=w_hr, w_peep=w_peep, ln_hh=ln_hh, ln_c_w=ln_c_w, ln_c_b=ln_c_b)
     masks = StepMasks(rmask, zoneout_h, zoneout_c)
+    edits = ((edit_h, edit_c), (None, None))  # the backward needs the masks only
     cfg = direction_config(
-        LSTM_CELL, p, masks, valid, reset, (rate_h, rate_c), reverse, coupled=coupled
+        LSTM_CELL, p, masks, valid, reset, (rate_h, rate_c), reverse, edits, coupled=coupled
     )
     want = dict(zip(LSTM_WEIGHTS, needs), b_hh=False)
     saved = (Hs, Cs, absent(Cn) if absent(Cn) is not None else Cs, A, absent(raw))
     g = lstm_backward(cfg, h0, c0, saved, (dHs, dCs, dc_last), dA, want)
     weights = [present(g.get(k) if want[k] else None, w_hh) for k in LSTM_WEIGHTS]
+    values = [present(g.get(k), w_hh) for k in EDIT_VALUES]
     inputs = (dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, w_hh, w_hr, w_peep, ln_hh)
-    return unaliased((g["xp"], g["h0"], g["c0"], *weights), inputs)
+    return unaliased((g["xp"], g["h0"], g["c0"], *weights, *values), inputs)
 
 
 @lstm_direction_backward.register_fake
 def _(dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, w_hh, w_hr, w_peep, ln_hh, ln_c_w,
       ln_c_b, rmask, valid, reset, zoneout_h, zoneout_c, rate_h, rate_c, coupled, reverse,
-      needs):  # fmt: skip
+      needs, edit_h=None, edit_c=None):  # fmt: skip
     weights = weight_grads_fake((w_hh, w_hr, w_peep, ln_hh, ln_c_w, ln_c_b), needs, w_hh)
-    return torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0), *weights
+    values = edit_value_grads_fake((edit_h, edit_c), Hs)
+    return torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0), *weights, *values
 
 
 LSTM_INPUTS = schema_names(lstm_direction)
@@ -187,21 +213,23 @@ class LSTMDirection(torch.autograd.Function):
         ctx.weights_given = [a[k] is not None for k in LSTM_WEIGHTS]
         ctx.flags = (a["rate_h"], a["rate_c"], a["coupled"], a["reverse"])
         tensors = ("h0", "c0", *LSTM_WEIGHTS, "rmask", "valid", "reset", "zoneout_h", "zoneout_c")
-        ctx.save_for_backward(Hs, Cs, A, Cn, raw, *(a[k] for k in tensors))
+        edits = ("edit_h", "edit_c")
+        ctx.save_for_backward(Hs, Cs, A, Cn, raw, *(a[k] for k in tensors + edits))
 
     @staticmethod
     def backward(ctx, dHs, dCs, dc_last, dA, _dCn, _draw):
         Hs, Cs, A, Cn, raw, h0, c0, *rest = ctx.saved_tensors
-        weights, masks = rest[:6], rest[6:]
+        weights, masks, edits = rest[:6], rest[6:11], rest[11:]
         need = ctx.needs_input_grad
         needs = [need[LSTM_INPUTS.index(k)] and g for k, g in zip(LSTM_WEIGHTS, ctx.weights_given)]
         with torch.no_grad():
             g = torch.ops.lstmkit.lstm_direction_backward(
                 dHs, dCs, dc_last, dA, h0, c0, Hs, Cs, A, Cn, raw, *weights, *masks,
-                *ctx.flags, needs,
+                *ctx.flags, needs, *edits,
             )  # fmt: skip
         grads = dict(zip(("xp", "h0", "c0"), g[:3]))
-        grads.update({k: v for k, v, n in zip(LSTM_WEIGHTS, g[3:], needs) if n})
+        grads.update({k: v for k, v, n in zip(LSTM_WEIGHTS, g[3:9], needs) if n})
+        grads.update({k: absent(v) for k, v in zip(EDIT_VALUES, g[9:])})
         out = no_double_backward("fused", Hs, [grads.get(k) for k in LSTM_INPUTS])
         return out
 

@@ -24,7 +24,6 @@ from lstmkit.engines.base import (
     RecurrentSpec,
 )
 from lstmkit.engines.resets import reset_steps, restart
-from lstmkit.intervene import apply as apply_edits
 
 
 def cell_step(
@@ -59,7 +58,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
     rates = call.eval_zoneout  # (hidden, cell), as the states are ordered
     outputs: list[Tensor | None] = [None] * T
     record: dict[str, list[Tensor | None]] = {}
-    edits = (call.intervention or {}).get(d.layer * call.num_directions + int(d.reverse))
+    edits = d.edits or ()
     initial, restarts = state, reset_steps(d.reset)
     for t in range(T - 1, -1, -1) if d.reverse else range(T):
         state = restart(t, restarts, d.reset, initial, state)  # a new episode / utterance
@@ -68,7 +67,7 @@ def run_direction(call: RecurrentCall, d: DirectionCall) -> DirectionResult:
         if valid is not None:  # hold the state past each sequence's end
             new = tuple(torch.where(valid[t], upd, old) for upd, old in zip(new, state))
         if edits:  # ablation / patching: what every later reader of the state sees
-            new = apply_edits(edits, t, new, None if valid is None else valid[t])
+            new = tuple(s if e is None else e.at(t, s) for s, e in zip(new, edits))
         state = new
         outputs[t] = state[0] if valid is None else torch.where(valid[t], state[0], 0.0)
         if call.return_trace:

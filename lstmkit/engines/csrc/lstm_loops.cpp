@@ -16,14 +16,17 @@ using namespace lstmkit;
 
 // P = H_out (proj_size, else H). xp (T, B, G*H) = LN_ih(W_ih x) + b_ih + b_hh; h0 (B, P), c0
 // (B, H); w_t (P, G*H) = W_hh^T; peep (G-1)*H or none; rmask (B, P) recurrent dropout mask or
-// none; valid (T, B) bool (lengths) or
-// none; ln_hh (G*H) gain of LN_hh or none, with raw (T, B, G*H) receiving W_hh h_in; ln_c_w,
-// ln_c_b (H) LN_c or none; zo_h, zo_c (T, B, H) zoneout's share of the new value (lengths folded
-// in; then valid is none) with Cn (T, B, H) receiving the cell before zoneout, or none; w_hr_t
-// (H, P) = W_hr^T, the projection, or none (then P = H); reset (T, B) bool or none: the rows
-// that enter step t from (h0, c0) instead of the previous step (per-sample resets). Writes A
+// none; valid (T, B) bool (lengths) or none; ln_hh (G*H) gain of LN_hh or none, with raw
+// (T, B, G*H) receiving W_hh h_in; ln_c_w, ln_c_b (H) LN_c or none; zo_h, zo_c (T, B, H)
+// zoneout's share of the new value (lengths folded in; then valid is none); Cn (T, B, H)
+// receiving the cell before zoneout and edits (needed by both), or none; w_hr_t (H, P) =
+// W_hr^T, the projection, or none (then P = H); reset (T, B) bool or none: the rows that enter
+// step t from (h0, c0) instead of the previous step (per-sample resets). Writes A
 // (T, B, G*H) activations, C (T, B, H) cells and Hs (T, B, P) hidden states, indexed by time
-// (reverse: processed from T-1 down to 0).
+// (reverse: processed from T-1 down to 0). Interventions (lstmkit.intervene) or none: edit_h
+// (T, B, P) and edit_c (T, B, H) bool, True where the state after step t is replaced by
+// edit_h_value / edit_c_value (same shapes); they need Cn, which keeps the cell each step
+// computed (with or without zoneout).
 void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& c0,
                        const at::Tensor& w_t, const c10::optional<at::Tensor>& peep,
                        const c10::optional<at::Tensor>& rmask,
@@ -35,7 +38,11 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
                        const c10::optional<at::Tensor>& zo_h,
                        const c10::optional<at::Tensor>& zo_c, c10::optional<at::Tensor> Cn,
                        const c10::optional<at::Tensor>& w_hr_t, double eps, bool coupled,
-                       bool reverse, at::Tensor& A, at::Tensor& C, at::Tensor& Hs) {
+                       bool reverse, at::Tensor& A, at::Tensor& C, at::Tensor& Hs,
+                       const c10::optional<at::Tensor>& edit_h,
+                       const c10::optional<at::Tensor>& edit_h_value,
+                       const c10::optional<at::Tensor>& edit_c,
+                       const c10::optional<at::Tensor>& edit_c_value) {
   const int64_t T = xp.size(0), B = xp.size(1), H = c0.size(1), GH = A.size(2);
   const int64_t P = h0.size(1);  // H_out: the projection's size, else H
   const bool proj = has(w_hr_t);
@@ -48,6 +55,9 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
               "lstm_forward_loop: zoneout needs zo_h, zo_c (contiguous) and Cn");
   check_flags(valid, T, B, "lstm_forward_loop: valid");
   check_flags(reset, T, B, "lstm_forward_loop: reset");
+  TORCH_CHECK((!has(edit_h) && !has(edit_c)) || has(Cn), "lstm_forward_loop: edits need Cn");
+  TORCH_CHECK(has(edit_h) == has(edit_h_value) && has(edit_c) == has(edit_c_value),
+              "lstm_forward_loop: each edit mask needs its values");
   at::NoGradGuard no_grad;
   at::Tensor h = h0, c = c0;
   at::Tensor h_in = has(rmask) ? at::empty_like(h0) : at::Tensor();
@@ -80,7 +90,7 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
     }
     at::Tensor c_t = C.select(0, t), h_t = Hs.select(0, t);
     // the cell's new values; with zoneout they are mixed into the states afterwards
-    at::Tensor c_n = zoneout ? Cn->select(0, t) : c_t, h_n = zoneout ? h_new : h_t;
+    at::Tensor c_n = has(Cn) ? Cn->select(0, t) : c_t, h_n = zoneout ? h_new : h_t;
     at::Tensor y_c;  // LN_c(c_t), then h_t = o tanh(y_c) replaces the step's o tanh(c_t)
     at::Tensor m_n = proj ? m : h_n;  // where o tanh(c) goes
     AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
@@ -102,8 +112,13 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
                 c_t.data_ptr<T_>(), B * H);
         mix<T_>(h.data_ptr<T_>(), h_n.data_ptr<T_>(), zo_h->data_ptr<T_>() + t * B * P,
                 h_t.data_ptr<T_>(), B * P);
+      } else if (has(Cn)) {  // kept apart for the edits below: the state is the new cell
+        std::copy(c_n.data_ptr<T_>(), c_n.data_ptr<T_>() + B * H, c_t.data_ptr<T_>());
       }
     });
+    // interventions: what every later reader of the state sees (h_t came from the unedited c_t)
+    if (has(edit_h)) h_t.copy_(at::where(edit_h->select(0, t), edit_h_value->select(0, t), h_t));
+    if (has(edit_c)) c_t.copy_(at::where(edit_c->select(0, t), edit_c_value->select(0, t), c_t));
     h = h_t;
     c = c_t;
   }
@@ -118,9 +133,13 @@ void lstm_forward_loop(const at::Tensor& xp, const at::Tensor& h0, const at::Ten
 // ln_hh_grad (G*H, zeros on entry) the gain's gradient. LN_c (or none): ln_c_w, ln_c_b, the
 // statistics c_mean, c_rstd (T, B, 1); ln_c_grad (2, H), zeros on entry, receives the gradients
 // of the gain and the shift. Zoneout (or none): zo_h, zo_c as in the forward (then valid is
-// none) and Cn, the cell before zoneout. w_hr (P, H), the projection, or none, with d_hnew
-// (T, B, P) receiving d loss / d (W_hr m). dh_last (B, P), dc_last (B, H): the gradients of the
-// last processed step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and returns those of h0 and c0.
+// none). Cn, the cell before zoneout and edits, or none. w_hr (P, H), the projection, or none,
+// with d_hnew (T, B, P) receiving d loss / d (W_hr m). dh_last (B, P), dc_last (B, H): the
+// gradients of the last processed step's h and c. Writes dpre (T, B, G*H) = d loss / d pre and
+// returns those of h0 and c0.
+// Interventions (or none): edit_h (T, B, P), edit_c (T, B, H) bool as in the forward; where set,
+// the gradient reaching the state goes to d_edit_h / d_edit_c (same shapes, the values'
+// gradients) instead of to what the step computed.
 std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const at::Tensor& act, const at::Tensor& C, const at::Tensor& c0,
     const c10::optional<at::Tensor>& peep, const c10::optional<at::Tensor>& dH,
@@ -137,7 +156,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const c10::optional<at::Tensor>& zo_c, const c10::optional<at::Tensor>& Cn,
     const c10::optional<at::Tensor>& w_hr, c10::optional<at::Tensor> d_hnew,
     const at::Tensor& dh_last, const at::Tensor& dc_last, bool coupled, bool reverse,
-    at::Tensor& dpre) {
+    at::Tensor& dpre, const c10::optional<at::Tensor>& edit_h,
+    const c10::optional<at::Tensor>& edit_c, c10::optional<at::Tensor> d_edit_h,
+    c10::optional<at::Tensor> d_edit_c) {
   const int64_t T = act.size(0), B = act.size(1), H = C.size(2), GH = act.size(2);
   const int64_t P = dh_last.size(1);  // H_out
   const bool proj = has(w_hr);
@@ -147,6 +168,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
                   c0.is_contiguous(),
               "lstm_backward_loop: act, C, c0 and dpre must be contiguous");
   TORCH_CHECK(!has(dA) || dA->is_contiguous(), "lstm_backward_loop: dA must be contiguous");
+  TORCH_CHECK(!has(Cn) || Cn->is_contiguous(), "lstm_backward_loop: Cn must be contiguous");
+  TORCH_CHECK((!has(edit_h) || has(d_edit_h)) && (!has(edit_c) || has(d_edit_c)),
+              "lstm_backward_loop: each edit mask needs a buffer for its values' gradient");
   check_flags(valid, T, B, "lstm_backward_loop: valid");
   check_flags(reset, T, B, "lstm_backward_loop: reset");
   TORCH_CHECK(!has(ln_c_w) || (c_mean->is_contiguous() && c_rstd->is_contiguous()),
@@ -164,7 +188,7 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
   at::Tensor dh_new = zoneout ? at::empty_like(dh) : at::Tensor();
   at::Tensor hold_h = zoneout ? at::empty_like(dh) : at::Tensor();
   at::Tensor hold_c = zoneout ? at::empty_like(dc) : at::Tensor();
-  const at::Tensor& C_new = zoneout ? *Cn : C;  // what the gates and tanh saw
+  const at::Tensor& C_new = has(Cn) ? *Cn : C;  // what the gates and tanh saw
   at::Tensor dm = proj ? at::empty_like(dc) : at::Tensor();  // d loss / d (o tanh c), (B, H)
   // resets: the cell entering a reset step, and the gradients that reach (h0, c0) there
   at::Tensor c_e = has(reset) ? at::empty_like(dc) : at::Tensor();
@@ -176,6 +200,16 @@ std::tuple<at::Tensor, at::Tensor> lstm_backward_loop(
     const bool first = prev < 0 || prev >= T;
     at::Tensor dp = dpre.select(0, t);
     const bool* r = reset_row(reset, t, B);  // null unless some row enters step t afresh
+    if (has(edit_h)) {  // an edited unit's gradient goes to its value, not to the step
+      at::Tensor m = edit_h->select(0, t);
+      d_edit_h->select(0, t).copy_(at::where(m, dh, 0.0));
+      dh.masked_fill_(m, 0.0);
+    }
+    if (has(edit_c)) {
+      at::Tensor m = edit_c->select(0, t);
+      d_edit_c->select(0, t).copy_(at::where(m, dc, 0.0));
+      dc.masked_fill_(m, 0.0);
+    }
     AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "lstm_backward_loop", [&] {
       using T_ = scalar_t;
       const T_* c_prev = first ? c0.data_ptr<T_>() : C.data_ptr<T_>() + prev * B * H;
