@@ -26,6 +26,9 @@ backward, Python and compiled loops). Engines that cannot apply interventions sa
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,16 +37,17 @@ from torch import Tensor
 
 from lstmkit.trace import Trace
 
-Index = Sequence[int] | slice | None
+Index = Sequence[int] | slice | int | None
 
 
 @dataclass(frozen=True)
 class Edit:
     """Replace `units` of state `state` of (`layer`, `direction`) at `steps` by `value`.
 
-    units, steps: int sequences or slices; None = all. value: a number, a tensor broadcastable to
-    (B, U) (the same at every edited step), or a (T, B, U) tensor read at each edited step t (U =
-    the number of edited units): what Intervention.patch builds from a Trace."""
+    units, steps: an int, int sequences or slices; None = all; each unit once. value: a finite
+    number, a tensor broadcastable to (B, U) (the same at every edited step), or a (T, B, U)
+    tensor read at each edited step t (U = the number of edited units): what Intervention.patch
+    builds from a Trace."""
 
     layer: int
     state: str = "h"
@@ -111,18 +115,62 @@ class BoundEdit:
 
 
 def _positions(index: Index, size: int, what: str) -> list[int]:
+    """An edit's units or steps as positions in [0, size): None = all, a slice, one int or a
+    sequence of ints (anything with __index__: NumPy integers, an integer tensor's items)."""
     if index is None:
         return list(range(size))
     if isinstance(index, slice):
         return list(range(size))[index]
+    items = [index] if _is_integer(index) else list(index)
     out = []
-    for i in index:
-        if isinstance(i, bool) or not isinstance(i, int) or not -size <= i < size:
+    for i in items:
+        if not _is_integer(i):
+            raise TypeError(
+                f"{what}s must be ints, a slice or None (all), got {type(i).__name__} {i!r}"
+            )
+        i = operator.index(i)
+        if not -size <= i < size:
             raise ValueError(
                 f"{what} {i!r} is out of range: there are {size} {what}s (0..{size - 1})"
             )
         out.append(i % size)
     return out
+
+
+def _is_integer(i) -> bool:
+    if isinstance(i, bool) or (isinstance(i, Tensor) and i.is_floating_point()):
+        return False
+    try:
+        operator.index(i)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_value(e: Edit, units: list[int], T: int, B: int) -> tuple[float | Tensor, bool]:
+    """The edit's value, checked: (value, per_step). A number must be finite: an infinite cell
+    makes every later step NaN, and the compiled loops assume finite numbers."""
+    value, where = e.value, f"edit of {e.state} units {units[:8]}"
+    if isinstance(value, Tensor):
+        per_step = value.dim() == 3
+        want = (T, B, len(units)) if per_step else (B, len(units))
+        try:
+            fits = torch.broadcast_shapes(tuple(value.shape), want) == want
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"{where}: a value must be a number, a tensor broadcastable to (B, U) = "
+                f"{(B, len(units))}, or recorded values (T, B, U) = {(T, B, len(units))}; got "
+                f"{tuple(value.shape)} (unbatched input has B = 1; patch from a run of the "
+                f"same length and batch)"
+            )
+        return value, per_step  # (its entries are not checked: that would stop torch.export)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"edit value must be a number or a tensor, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: the value {value!r} is not finite; edits must be finite")
+    return float(value), False
 
 
 def bind(intervention: Intervention, spec, T: int, B: int) -> dict[int, list[BoundEdit]]:
@@ -144,19 +192,14 @@ def bind(intervention: Intervention, spec, T: int, B: int) -> dict[int, list[Bou
         if e.state not in names:
             raise ValueError(f"edit of state {e.state!r}: the {spec.cell.name} cell has {names}")
         units = _positions(e.units, sizes[e.state], "unit")
+        if len(set(units)) < len(units):  # one value per unit: a repeat would share gradients
+            twice = sorted({u for u in units if units.count(u) > 1})
+            raise ValueError(
+                f"edit of {e.state}: unit(s) {twice} listed more than once (negative indices "
+                f"count from the end); list each unit once, or add a second edit"
+            )
         steps = set(_positions(e.steps, T, "step"))
-        value, per_step = e.value, False
-        if isinstance(value, Tensor):
-            per_step = value.dim() == 3
-            want = (T, B, len(units)) if per_step else None
-            if per_step and tuple(value.shape) != want:
-                raise ValueError(
-                    f"edit of {e.state} units {units[:8]}: recorded values must be (T, B, U) = "
-                    f"{want}, got {tuple(value.shape)} (patch from a run of the same length "
-                    f"and batch)"
-                )
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"edit value must be a number or a tensor, got {value!r}")
+        value, per_step = _check_value(e, units, T, B)
         k = (e.layer % L) * D + e.direction
         index = torch.tensor(units, dtype=torch.long)
         bound.setdefault(k, []).append(
@@ -195,11 +238,15 @@ def dense(
         mask[steps[:, None], 0, units[None, :]] = True  # (S, U) positions of (T, W)
         mask = mask.expand(T, B, W)
         mask = mask & valid if valid is not None else mask.contiguous()
-        value = like.new_zeros(T, B, W)
-        if e.per_step:  # (T, B, U), recorded from another run
-            value[:, :, units] = e.value.to(like.dtype)
-        else:  # a number or a (B, U)-broadcastable tensor, the same at every step
-            value[:, :, units] = torch.as_tensor(e.value, dtype=like.dtype).expand(B, U)
+        if isinstance(e.value, Tensor) and e.value.device != like.device:
+            raise ValueError(
+                f"edit of units {e.units.tolist()[:8]}: the value is on {e.value.device}, the "
+                f"input on {like.device}; move the value to the input's device"
+            )
+        given = torch.as_tensor(e.value, dtype=like.dtype, device=like.device)
+        # (T, B, U): recorded from another run, or the same (B, U)-broadcastable value each step
+        given = given if e.per_step else given.expand(T, B, U)
+        value = like.new_zeros(T, B, W).index_copy(2, units, given)  # out of place: vmap-able
         prev = out[e.state_index]
         if prev is not None:  # an earlier edit of this state: keep it where this one is silent
             mask, value = prev.mask | mask, torch.where(mask, value, prev.value)

@@ -163,7 +163,11 @@ def test_engines_without_interventions_refuse_and_auto_falls_back():
         (Intervention.ablate(layer=0, units=[9]), "unit 9 is out of range"),
         (Intervention.ablate(layer=0, steps=[7]), "step 7 is out of range"),
         (Intervention.ablate(layer=0, direction=1), "direction"),
-        (Intervention((Edit(0, value=torch.zeros(3, 2, 5)),)), "must be \\(T, B, U\\)"),
+        (Intervention((Edit(0, value=torch.zeros(3, 2, 5)),)), "recorded values \\(T, B, U\\)"),
+        (Intervention((Edit(0, units=[0, 1], value=torch.zeros(3, 2)),)), "broadcastable to"),
+        (Intervention.ablate(layer=0, units=[1, -4]), "unit\\(s\\) \\[1\\] listed more than once"),
+        (Intervention.ablate(layer=0, value=float("inf")), "not finite"),
+        (Intervention.ablate(layer=0, value=float("nan")), "not finite"),
     ],
 )
 def test_bad_edits_say_what_is_wrong(edit, match):
@@ -224,3 +228,73 @@ def test_the_agreement_scorer_and_cli_take_an_ablation(tmp_path, capsys):
     assert "ablated" in json.loads((tmp_path / "r.json").read_text())
     assert main([*argv, "--ablate", "0:h:99"]) == 1
     assert "unit 99 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "units, kind",
+    [([0.5], "float"), ([torch.tensor(1.0)], "Tensor"), ("ab", "str"), ([True], "bool")],
+)
+def test_units_of_the_wrong_type_say_so(units, kind):
+    layer, _ = lstm_and_cells()
+    with pytest.raises(TypeError, match=f"units must be ints, a slice or None.*got {kind}"):
+        layer(torch.randn(5, 2, 3, dtype=F64), intervention=Intervention.ablate(0, units=units))
+
+
+def test_units_and_steps_take_one_int_numpy_ints_and_integer_tensors():
+    import numpy as np
+
+    layer, _ = lstm_and_cells()
+    x = torch.randn(5, 2, 3, dtype=F64)
+    want, _ = layer(x, intervention=Intervention.ablate(0, units=[1], steps=[2], value=0.5))
+    for units, steps in [(1, 2), ([np.int64(1)], [np.int32(2)]), (torch.tensor([1]), [2])]:
+        got, _ = layer(x, intervention=Intervention.ablate(0, units=units, steps=steps, value=0.5))
+        assert torch.equal(got, want)
+    got, _ = layer(
+        x, intervention=Intervention.ablate(0, units=[1], steps=[2], value=np.float32(0.5))
+    )
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("engine", ["native", "fused"])
+def test_an_intervention_that_edits_nothing_runs_on_any_engine(engine):
+    layer = lstmkit.LSTM(3, 4, engine=engine)
+    x = torch.randn(5, 2, 3)
+    assert torch.equal(layer(x, intervention=Intervention(()))[0], layer(x)[0])
+
+
+def test_a_value_on_another_device_is_refused():
+    layer, _ = lstm_and_cells(engine="fused")
+    value = torch.zeros(2, 1, device="meta")
+    edit = Intervention((Edit(0, units=[1], value=value),))
+    with pytest.raises(ValueError, match="the value is on meta, the input on cpu"):
+        layer(torch.randn(5, 2, 3, dtype=F64), intervention=edit)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_huge_cell_value_meets_a_saturated_gate_as_in_torch(engine):
+    """c set to 1e300 drives the peephole forget gate to exactly 0, as torch.sigmoid gives it
+    (the compiled loops once gave 1e-308 there: times 1e300, not negligible)."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, 4, 2, peephole=True, engine="reference").to(F64)
+    x = torch.randn(6, 2, 3, dtype=F64)
+    edit = Intervention.ablate(0, units=[1], state="c", steps=[1], value=1e300)
+    want, (_, c_want) = layer(x, intervention=edit)
+    layer.engine = engine
+    got, (_, c_got) = layer(x, intervention=edit)
+    assert (got - want).abs().max() < TOL and (c_got - c_want).abs().max() < TOL
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_vmap_over_patched_values(engine):
+    """torch.func.vmap over a batch of patched values: the dense values are built out of place."""
+    layer, _ = lstm_and_cells(num_layers=1, engine=engine)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    values = torch.randn(3, 4, 2, 1, dtype=F64)  # 3 patches, each (T, B, U)
+
+    def last_output(value):
+        edit = Intervention((Edit(0, units=[2], steps=[1], value=value),))
+        return layer(x, intervention=edit)[0][-1]
+
+    batched = torch.func.vmap(last_output)(values)
+    for k in range(3):
+        assert (batched[k] - last_output(values[k])).abs().max() < TOL

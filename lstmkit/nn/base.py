@@ -257,6 +257,7 @@ class RecurrentBase(nn.Module):
         prep = inputs.prepare(self, input, hx, lengths, resets)
         x = prep.x
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
+        bound = None if intervention is None else bind(intervention, self.spec, T, B)
         call = RecurrentCall(
             spec=self.spec,
             params=self._params(),
@@ -266,7 +267,7 @@ class RecurrentBase(nn.Module):
             training=self.training,
             masks=self._sample_masks(T, B, x),
             return_trace=return_trace,
-            intervention=None if intervention is None else bind(intervention, self.spec, T, B),
+            intervention=bound or None,  # one that edits nothing is none: any engine runs it
             resets=prep.resets,
         )
         engine, why = engines.select(self.engine, call)

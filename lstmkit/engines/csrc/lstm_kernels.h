@@ -15,13 +15,16 @@
 
 namespace lstmkit {
 
-// exp(-x) is capped below overflow: with -ffast-math GCC divides by a reciprocal estimate
-// (vrcpps) that turns 1 / (1 + inf) into NaN for float32 pre-activations below about -88.7.
-// The cap changes the result by less than 1e-38 (float) / 1e-307 (double).
+// Where exp(-x) overflows, IEEE (and torch.sigmoid) give 1 / (1 + inf) = 0 exactly; with
+// -ffast-math GCC divides by a reciprocal estimate (vrcpps) that turns 1 / (1 + inf) into NaN. So
+// past overflow (x below -log(max), -88.72 float / -709.78 double) the result is a select of 0,
+// and exp's argument is capped to stay finite. The exact 0 matters where a huge cell value meets
+// a saturated gate (an intervention that sets c to 1e300): 1e-308 * 1e300 is not negligible.
 template <typename T>
 inline T sigmoid(T x) {
-  constexpr T cap = sizeof(T) == 4 ? T(88) : T(708);
-  return T(1) / (T(1) + std::exp(std::min(-x, cap)));
+  constexpr T overflow = sizeof(T) == 4 ? T(88.7228391) : T(709.782712893384);
+  const T e = std::exp(std::min(-x, overflow));
+  return -x > overflow ? T(0) : T(1) / (T(1) + e);
 }
 
 // One step of lstmkit.cells.lstm.lstm_pointwise_ + lstm_output_ (the loop applies LN_c and the
