@@ -19,9 +19,11 @@ import shutil
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from test_lm_checkpoint_hostile import (
     VOCAB,
     _edit_json,
@@ -626,3 +628,197 @@ def test_weights_without_an_embedding_are_refused(tmp_path):
     _edit_tensors(tmp_path / "ck", "model.safetensors", lambda t: t.pop("embedding.weight"))
     with pytest.raises(CheckpointError, match="embedding.weight"):
         load_checkpoint(tmp_path / "ck")
+
+
+# ---- second checkpoint run: failure messages, RNG and optimizer states, the weights' header ----
+def test_failure_message_cuts_the_reason_to_120_characters(tmp_path):
+    """A failed write's reason (an error without a known errno) is kept whole up to 120
+    characters and cut to 117 and '...' past that, so the sentence stays one line."""
+    p = tmp_path / "last"
+    tail = f" while saving {p}; nothing was written there. Fix the cause and run again"
+    assert ca.failure_message(p, OSError(errno.EIO, "r" * 120)) == (
+        f"write failed ({'r' * 120})" + tail
+    )
+    assert ca.failure_message(p, OSError(errno.EIO, "r" * 121)) == (
+        f"write failed ({'r' * 117}...)" + tail
+    )
+
+
+def test_failure_message_names_the_old_copy_that_is_kept(tmp_path):
+    """NAME missing and .NAME.old complete (a crash between the renames, then a failed save):
+    the sentence says where the previous checkpoint is."""
+    p = tmp_path / "last"
+    (tmp_path / ".last.old").mkdir()
+    (tmp_path / ".last.old" / "manifest.json").write_text("{}")
+    assert ca.failure_message(p, OSError(errno.ENOSPC, "No space left on device")) == (
+        f"disk full while saving {p}; the previous checkpoint is intact in "
+        f"{tmp_path / '.last.old'}. Free some space (or write elsewhere) and run again"
+    )
+
+
+class _Counting(torch.optim.Optimizer):
+    """An optimizer of one's own whose per-parameter state is a number only (no tensor): the
+    whole state is in state.json's scalars."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            for p in g["params"]:
+                self.state[p]["n"] = self.state[p].get("n", 0) + 1
+                p.add_(p.grad, alpha=-g["lr"])
+
+
+def _counting_run(d: Path, groups) -> _Counting:
+    """A resumable checkpoint of the tiny model after two _Counting steps."""
+    m, cfg = _model(0)
+    opt = _Counting(groups(list(m.parameters())), lr=0.05)
+    for _ in range(2):
+        opt.zero_grad()
+        m(torch.randint(0, len(VOCAB), (4, 2)))[0].sum().backward()
+        opt.step()
+    save_checkpoint(d, m, cfg, VOCAB, data=dict(DATA), optimizer=opt, state={"step": 2})
+    return opt
+
+
+def test_an_optimizer_state_of_numbers_only_resumes(tmp_path):
+    """Parameters whose state is only numbers (no tensor in state.safetensors) get that state
+    back: {pid: {'n': 2}} for every parameter, after two steps."""
+    _counting_run(tmp_path / "ck", lambda ps: ps)
+    n_params = len(list(_model(1)[0].parameters()))
+    fresh = _Counting(_model(1)[0].parameters(), lr=0.5)
+    load_training_state(tmp_path / "ck", fresh)
+    assert fresh.state_dict()["state"] == {pid: {"n": 2} for pid in range(n_params)}
+    assert fresh.param_groups[0]["lr"] == 0.05
+    flat = ck.optimizer_from_flat({}, {"scalars": {"3": {"n": 7}}, "param_groups": []})
+    assert flat == {"state": {3: {"n": 7}}, "param_groups": []}
+
+
+def test_settings_of_every_group_of_an_unknown_optimizer_are_checked(tmp_path):
+    """An optimizer lstmkit does not know, with two parameter groups: a setting of the wrong
+    kind in the second group is refused as well as one in the first."""
+    _counting_run(tmp_path / "ck", lambda ps: [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.2}])
+    _edit_json(tmp_path / "ck", "state.json",
+               lambda s: s["optimizer"]["param_groups"][1].update(lr="x"))  # fmt: skip
+    ps = list(_model(1)[0].parameters())
+    fresh = _Counting([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.5)
+    with pytest.raises(CheckpointError, match="parameter group 1: lr is 'x' where _Counting"):
+        load_training_state(tmp_path / "ck", fresh)
+    assert fresh.state_dict()["state"] == {}
+
+
+@pytest.mark.parametrize("pid", ["99", "x"])
+def test_scalars_for_no_parameter_of_the_groups_are_refused(tmp_path, pid):
+    """optimizer.scalars keyed by a parameter id the groups do not hold (99 of 6 parameters), or
+    by no number at all, is a CheckpointError, never a KeyError or ValueError."""
+    _save(tmp_path / "ck")
+    _edit_json(tmp_path / "ck", "state.json",
+               lambda s: s["optimizer"]["scalars"].update({pid: {"step": 1.0}}))  # fmt: skip
+    fresh = torch.optim.Adam(_model(1)[0].parameters(), lr=0.5)
+    with pytest.raises(CheckpointError, match=f"optimizer.scalars has '{pid}', not a parameter id"):
+        load_training_state(tmp_path / "ck", fresh)
+
+
+@pytest.mark.parametrize("pos", [0, 624])
+def test_numpy_rng_positions_at_both_ends_restore(tmp_path, pos):
+    """NumPy's pos may be 0 or 624 (624, as right after seeding: the next draw regenerates the
+    key): both restore, and the global generator then draws what a RandomState set by hand to
+    the same state draws."""
+    _save(tmp_path / "ck")
+    _edit_json(tmp_path / "ck", "state.json", lambda s: s["rng"]["numpy"].__setitem__(2, pos))
+    saved = json.loads((tmp_path / "ck" / "state.json").read_text())["rng"]["numpy"]
+    load_training_state(tmp_path / "ck", torch.optim.Adam(_model(1)[0].parameters()))
+    assert np.random.get_state()[2] == pos
+    by_hand = np.random.RandomState()
+    by_hand.set_state((saved[0], np.array(saved[1], dtype=np.uint32), pos, saved[3], saved[4]))
+    assert np.random.random(5).tolist() == by_hand.random(5).tolist()
+
+
+def test_cuda_rng_states_of_more_than_ten_devices_are_restored_in_device_order(
+    tmp_path, monkeypatch
+):
+    """Twelve CUDA generators: rng.cuda.10 and rng.cuda.11 go to devices 10 and 11, after
+    device 9 (by number, not by name, where 'rng.cuda.10' < 'rng.cuda.2')."""
+    _save(tmp_path / "ck")
+    saved = [torch.full((8,), i, dtype=torch.uint8) for i in range(12)]
+    _edit_tensors(tmp_path / "ck", "state.safetensors", lambda t: t.update(
+        {f"rng.cuda.{i}": saved[i] for i in (5, 11, 0, 2, 10, 1, 3, 4, 6, 7, 8, 9)}
+    ))  # fmt: skip
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(states))
+    load_training_state(tmp_path / "ck", torch.optim.Adam(_model(1)[0].parameters()))
+    assert len(calls) == 1
+    assert [int(s[0]) for s in calls[0]] == list(range(12))
+
+
+@pytest.mark.parametrize(
+    "edit, phrase",
+    [
+        (lambda t: t.pop("embedding.weight"), "embedding.weight (missing) is not the 2-D tensor"),
+        (
+            lambda t: t.update({"rnn.weight_hh_l0": t["rnn.weight_hh_l0"].reshape(4, 8, 8)}),
+            "rnn.weight_hh_l0 (shape (4, 8, 8)) is not the 2-D tensor",
+        ),
+    ],
+    ids=["missing", "3-D"],
+)
+def test_weights_refused_from_the_header_say_what_was_found(tmp_path, edit, phrase):
+    """A tensor every model has, missing or of another rank (the LSTM's 32 x 8 weight_hh_l0
+    reshaped to 4 x 8 x 8): the message says which, before any model is built."""
+    _plain_save(tmp_path / "ck")
+    _edit_tensors(tmp_path / "ck", "model.safetensors", edit)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "ck")
+    assert phrase in str(info.value)
+
+
+def test_a_layer_count_that_does_not_fit_names_the_stored_layers(tmp_path):
+    """config.json edited to 3 layers over weights of 2: the message names the stored layers
+    rnn.weight_hh_l0..l1."""
+    _plain_save(tmp_path / "ck")
+    _edit_json(tmp_path / "ck", "config.json", lambda c: c["model"].update(num_layers=3))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "ck")
+    assert (
+        "says num_layers=3 but the stored weights have num_layers 2 (rnn.weight_hh_l0..l1 are "
+        "stored)"
+    ) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda d: d.update(encoding_errors="replace"), "encoding_errors"),
+        (lambda d: d.update(source="a.txt"), "source"),
+        (lambda d: d.update(encoding_errors="replace", source="a.txt"), "encoding_errors, source"),
+    ],
+    ids=["changed", "added", "both"],
+)
+def test_only_the_data_settings_that_differ_are_named(tmp_path, edit, named):
+    """config.json's data edited (manifest recomputed): the message names exactly the settings
+    that differ from the weights' record, a changed one and one the record lacks, never the
+    unchanged 'level'."""
+    _plain_save(tmp_path / "ck")
+    _edit_json(tmp_path / "ck", "config.json", lambda c: edit(c["data"]))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "ck")
+    assert f"its data settings differ in {named}; the files come from" in str(info.value)
+
+
+@pytest.mark.parametrize("record", ["not json", "[1, 2]"], ids=["not-json", "a-list"])
+def test_an_unreadable_data_record_in_the_weights_header_names_every_setting(tmp_path, record):
+    """The weights' header 'data' record replaced by hand by something that is not a JSON object
+    (manifest recomputed): a CheckpointError that names every data setting of config.json."""
+    _plain_save(tmp_path / "ck")
+    f = tmp_path / "ck" / "model.safetensors"
+    with safe_open(str(f), framework="pt") as h:
+        meta = h.metadata()
+    tensors = load_file(f)
+    save_file(tensors, f, {**meta, "data": record})
+    _reseal(tmp_path / "ck")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "ck")
+    assert "its data settings differ in encoding_errors, level; the files" in str(info.value)
