@@ -514,3 +514,202 @@ def test_a_cells_trace_gates_are_asked_with_the_layers_options() -> None:
     finally:
         registry.CELLS.pop("optiongates", None)
         layers.LAYERS.pop("optiongates", None)
+
+
+# ---- the third run's survivors: which step runs, and why -----------------------------------------
+# (constructor options, training, grad mode, the reason a stream gives, word for word: it is what
+# last_engine_reason shows the user)
+REASONS = {
+    "fused": ({}, False, False, "the compiled step (weights laid out once, one call per step)"),
+    "engine-reference": ({"engine": "reference"}, False, False, "engine='reference' was requested"),
+    "gradients": (
+        {},
+        False,
+        True,
+        "the compiled step cannot run this: gradients are needed (use torch.no_grad() for the "
+        "fast step)",
+    ),
+    "dropout-in-training": (
+        {"recurrent_dropout": 0.5},
+        True,
+        False,
+        "the compiled step cannot run this: dropout in training draws masks the compiled step "
+        "does not",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REASONS))
+def test_a_streams_reason_is_its_documented_sentence(case: str) -> None:
+    """last_engine_reason is the whole sentence, nothing added before or after it."""
+    opts, training, grad, reason = REASONS[case]
+    stream = make("lstm", **opts).train(training).stream(batch_size=B)
+    with torch.set_grad_enabled(grad):
+        stream(sequence()[0])
+    assert stream.last_engine_reason == reason
+
+
+def test_the_weights_are_laid_out_once_and_each_fused_step_is_one_compiled_call(
+    monkeypatch,
+) -> None:
+    """'fused' is what its reason says: over T no_grad steps the weights are laid out once
+    (CompiledStep.prepare) and each step is one call of the compiled step (CompiledStep.run),
+    with forward's values; an in-place change of a weight (as an optimizer step) lays them out
+    again, once."""
+    from lstmkit.engines import stream_step
+
+    prepared, ran = [], []
+    prepare, run = stream_step.CompiledStep.prepare, stream_step.CompiledStep.run
+
+    def counting_prepare(*args, **kwargs):
+        prepared.append(1)
+        return prepare(*args, **kwargs)
+
+    def counting_run(self, x):
+        ran.append(1)
+        return run(self, x)
+
+    monkeypatch.setattr(stream_step.CompiledStep, "prepare", staticmethod(counting_prepare))
+    monkeypatch.setattr(stream_step.CompiledStep, "run", counting_run)
+    layer = make("lstm")
+    x = sequence()
+    with torch.no_grad():
+        want, state = layer(x[:4])
+        stream = layer.stream(batch_size=B)
+        same(steps(stream, x[:4]), want, "the first steps")
+        assert stream.last_engine == "fused", stream.last_engine_reason
+        assert (len(prepared), len(ran)) == (1, 4)
+        layer.weight_hh_l1.mul_(0.5)  # the version counter moves: laid out again
+        want, _ = layer(x[4:], state)
+        same(steps(stream, x[4:]), want, "after the weight changed")
+    assert (len(prepared), len(ran)) == (2, T)
+
+
+@pytest.mark.parametrize("leaf", ["hx", "x"])
+def test_a_frozen_layer_steps_with_gradients_to_hx_or_the_input(leaf: str) -> None:
+    """No parameter requires grad, but hx (or the input) does: gradients are needed, so the
+    reference step runs, and the gradients to hx (or x) are forward's over the same steps."""
+    layer = make("lstm").requires_grad_(False)
+    x = sequence()
+    hx = initial_state(layer)
+    leaves = list(hx) if leaf == "hx" else [x]
+    for t in leaves:
+        t.requires_grad_()
+    out, _ = layer(x[:2], hx)
+    want = torch.autograd.grad(out[1].sum(), leaves)
+    stream = layer.stream(hx=hx)
+    stream(x[0])
+    y = stream(x[1])
+    assert stream.last_engine == "reference"
+    assert "gradients are needed" in stream.last_engine_reason
+    same(torch.autograd.grad(y.sum(), leaves), want, f"gradient of {leaf}")
+
+
+def test_after_detach_a_frozen_stream_runs_the_compiled_step_in_grad_mode() -> None:
+    """A frozen layer, hx requiring grad: the first step needs gradients (the reference step);
+    after stream.detach() nothing does, so the compiled step runs with grad mode on, with
+    forward's values."""
+    layer = make("lstm").requires_grad_(False)
+    x = sequence()
+    hx = tuple(s.requires_grad_() for s in initial_state(layer))
+    with torch.no_grad():
+        want, _ = layer(x, hx)
+    stream = layer.stream(hx=hx)
+    ys = [stream(x[0])]
+    assert stream.last_engine == "reference"
+    stream.detach()
+    ys += [stream(x[t]) for t in range(1, T)]
+    assert stream.last_engine == "fused", stream.last_engine_reason
+    same(torch.stack(ys), want, "output")
+
+
+def test_a_reassigned_parameter_viewing_the_old_storage_is_laid_out_again() -> None:
+    """weight_hh_l0 replaced by a new Parameter that is the old one's transpose (a square RNN
+    W_hh: same storage address, same version counter, same dtype): the stream sees the new
+    parameter and steps as forward does with it."""
+    torch.manual_seed(0)
+    layer = lstmkit.RNN(I, H, 1, dtype=torch.float64).eval()
+    x = sequence()
+    with torch.no_grad():
+        stream = layer.stream(batch_size=B)
+        stream(x[0])
+        old = layer.weight_hh_l0
+        layer.weight_hh_l0 = torch.nn.Parameter(old.detach().t())
+        assert layer.weight_hh_l0.data_ptr() == old.data_ptr()
+        assert layer.weight_hh_l0._version == old._version
+        want, _ = layer(x[1:], stream.state)
+        same(steps(stream, x[1:]), want, "after the reassignment")
+
+
+def test_an_unbatched_step_with_its_trace_returns_an_unbatched_output() -> None:
+    """x (input_size,) with return_trace=True: y is (H_out,), forward's unbatched output."""
+    layer = make("gru")
+    x = sequence()[:, 0]  # (T, I)
+    with torch.no_grad():
+        want, _ = layer(x)  # (T, H)
+        stream = layer.stream()
+        got = torch.stack([stream(x[t], return_trace=True)[0] for t in range(T)])
+    same(got, want, "unbatched output")
+
+
+def test_a_step_in_another_dtype_is_refused_naming_the_input() -> None:
+    """A float32 step on a float64 stream: ValueError whose message names the tensor 'input'."""
+    stream = make("lstm").stream(batch_size=B)
+    with pytest.raises(
+        ValueError,
+        match=r"^input dtype \(torch.float32\) does not match weight dtype \(torch.float64\)\. "
+        r"Convert it: input\.to\(torch.float64\)",
+    ):
+        stream(sequence(dtype=torch.float32)[0])
+
+
+def test_weight_drop_in_a_one_layer_stream() -> None:
+    """Weight drop in training on a one-layer stream: the mask is drawn as one forward draws it
+    (same seed), so the steps are the training forward's."""
+    layer = make("lstm", num_layers=1, weight_drop=0.5).train()
+    x = sequence()
+    with torch.no_grad():
+        torch.manual_seed(11)
+        want, _ = layer(x)
+        stream = layer.stream(batch_size=B)
+        torch.manual_seed(11)
+        same(steps(stream, x), want, "one layer, weight drop")
+
+
+def test_a_permuted_hx_streams_as_forward() -> None:
+    """hx whose (B, H) slices are column-major (a transposed tensor): the compiled step's
+    buffers are contiguous copies, so the steps are forward's."""
+    layer = make("gru")
+    x = sequence()
+    gen = torch.Generator().manual_seed(1)
+    h0 = torch.randn(2, H, B, generator=gen, dtype=torch.float64).transpose(1, 2)  # (L, B, H)
+    assert not h0[0].is_contiguous()
+    with torch.no_grad():
+        want, h_n = layer(x, h0)
+        stream = layer.stream(hx=h0)
+        same(steps(stream, x), want, "output")
+    assert stream.last_engine == "fused"
+    same(stream.state, h_n, "final state")
+
+
+def test_a_steps_trace_converts_with_keyword_arguments() -> None:
+    """Trace.to(dtype=...) converts every tensor (gates, hidden, cell), as Tensor.to does."""
+    stream = make("lstm").stream(batch_size=B)
+    with torch.no_grad():
+        _, trace = stream(sequence()[0], return_trace=True)
+    narrow = trace.to(dtype=torch.float32)
+    for name in trace.gate_names:
+        same(narrow.gates[name], trace.gates[name].float(), f"gate {name}", tol=0.0)
+    same(narrow.hidden, trace.hidden.float(), "hidden", tol=0.0)
+    same(narrow.cell, trace.cell.float(), "cell", tol=0.0)
+
+
+def test_a_packed_sequences_bad_batch_sizes_are_described_in_the_error() -> None:
+    """int32 batch_sizes (PackedSequence wants int64) are refused, the message describing the
+    tensor: '1-D torch.int32 of 2 elements [2, 1]; ' (all of it: nothing left out)."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    layer = make("lstm")
+    packed = PackedSequence(torch.zeros(3, I, dtype=torch.float64), torch.tensor([2, 1]).int())
+    with pytest.raises(ValueError, match=r"got 1-D torch\.int32 of 2 elements \[2, 1\]; build"):
+        layer(packed)
