@@ -298,3 +298,68 @@ def test_vmap_over_patched_values(engine):
     batched = torch.func.vmap(last_output)(values)
     for k in range(3):
         assert (batched[k] - last_output(values[k])).abs().max() < TOL
+
+
+def test_patching_a_gru_takes_its_one_state():
+    """A GRU's trace has no cell: patch() edits h only, and B continues from A's h."""
+    torch.manual_seed(0)
+    gru = lstmkit.GRU(3, 4, engine="fused").to(F64)
+    xa, xb = torch.randn(6, 2, 3, dtype=F64), torch.randn(6, 2, 3, dtype=F64)
+    _, _, trace_a = gru(xa, return_trace=True)
+    patch = Intervention.patch(trace_a, layer=0, steps=[2])
+    assert [e.state for e in patch.edits] == ["h"]
+    out, _ = gru(xb, intervention=patch)
+    rest, _ = gru(xb[3:], trace_a.hidden[:, 0, 2])
+    assert (out[3:] - rest).abs().max() < TOL
+
+
+def test_patching_some_units_puts_in_only_those():
+    """patch(units=[1, 3]): those units of h and c take A's values at step t, the others keep
+    B's own; the same as an edit written by hand with A's recorded columns."""
+    layer, _ = lstm_and_cells(num_layers=1, engine="fused")
+    xa, xb = torch.randn(5, 2, 3, dtype=F64), torch.randn(5, 2, 3, dtype=F64)
+    _, _, trace_a = layer(xa, return_trace=True)
+    out, _, trace = layer(
+        xb, intervention=Intervention.patch(trace_a, layer=0, units=[1, 3], steps=[2]),
+        return_trace=True,
+    )  # fmt: skip
+    _, _, plain = layer(xb, return_trace=True)
+    for got, a, b in (
+        (trace.hidden, trace_a.hidden, plain.hidden),
+        (trace.cell, trace_a.cell, plain.cell),
+    ):
+        assert torch.equal(got[0, 0, 2][:, [1, 3]], a[0, 0, 2][:, [1, 3]])
+        assert torch.equal(got[0, 0, 2][:, [0, 2, 4]], b[0, 0, 2][:, [0, 2, 4]])
+    assert torch.equal(out[:2], plain.hidden[0, 0, :2])  # nothing changes before step 2
+    with pytest.raises(ValueError, match="unit 9 is out of range: there are 5 units"):
+        Intervention.patch(trace_a, layer=0, units=[9])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_patching_the_reverse_direction_with_its_own_states_changes_nothing(engine):
+    """A bidirectional run patched at direction 1 with the states it recorded there is the
+    same run; patching direction 1 from another input changes direction 1 only where the
+    reverse direction has not yet passed (steps before t) and leaves direction 0 alone."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, 4, bidirectional=True, engine=engine).to(F64)
+    xa, xb = torch.randn(6, 2, 3, dtype=F64), torch.randn(6, 2, 3, dtype=F64)
+    plain, _, trace_b = layer(xb, return_trace=True)
+    same, _ = layer(xb, intervention=Intervention.patch(trace_b, layer=0, steps=[3], direction=1))
+    assert (same - plain).abs().max() < TOL
+    _, _, trace_a = layer(xa, return_trace=True)
+    out, _ = layer(xb, intervention=Intervention.patch(trace_a, layer=0, steps=[3], direction=1))
+    assert torch.equal(out[..., :4], plain[..., :4])  # the forward direction is untouched
+    assert torch.equal(out[4:, :, 4:], plain[4:, :, 4:])  # direction 1 ran t = 5, 4 before it
+    assert (out[3, :, 4:] - trace_a.hidden[0, 1, 3]).abs().max() < TOL
+    assert (out[:3, :, 4:] - plain[:3, :, 4:]).abs().max() > 1e-3
+
+
+def test_a_traces_states_default_to_the_last_layer_and_the_forward_direction():
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, 4, 2, bidirectional=True).to(F64)
+    _, _, trace = layer(torch.randn(5, 2, 3, dtype=F64), return_trace=True)
+    states = trace.states()
+    assert torch.equal(states["h"], trace.hidden[1, 0]) and torch.equal(
+        states["c"], trace.cell[1, 0]
+    )
+    assert not torch.equal(states["h"], trace.states(1, 1)["h"])

@@ -792,3 +792,27 @@ def test_unscorable_pairs_do_not_count_in_the_oov_share(bigram):
     right = PairItem(["the", "cats", "are"], ["the", "cats", "is"])
     rep = score_pair_items(model, vocab, [same, right])
     assert (rep.oov_tokens, rep.total_tokens) == (0, 6)
+
+
+def test_the_comparison_table_prints_every_breakdown_side_by_side():
+    """format_comparison: a header naming the intervention, the overall line, then one line per
+    distance, attractor count and category, without and with, each right-aligned."""
+    from lstmkit.agreement.score import AgreementReport, format_comparison
+
+    def report(correct, by):
+        return AgreementReport(
+            n=4, correct=correct, unscorable=0, oov_tokens=0, total_tokens=10,
+            by_distance={1: {"n": 4, "accuracy": by[0]}},
+            by_attractors={0: {"n": 3, "accuracy": by[1]}},
+            by_category={"simple": {"n": 4, "accuracy": by[2]}},
+        )  # fmt: skip
+
+    text = format_comparison(report(3, (0.75, 1.0, 0.5)), report(2, (0.5, 0.25, 0.0)), "1:c:3")
+    want = [
+        " " * 30 + "   without      with   (1:c:3)",
+        " " * 27 + "all     0.750     0.500   n=4",
+        " " * 20 + "distance 1     0.750     0.500   n=4",
+        " " * 18 + "attractors 0     1.000     0.250   n=3",
+        " " * 15 + "category simple     0.500     0.000   n=4",
+    ]
+    assert text.split("\n") == want
