@@ -111,7 +111,6 @@ class BoundEdit:
     units: Tensor  # (U,) int64
     steps: set[int]
     value: float | Tensor  # number, (B, U)-broadcastable, or (T, B, U)
-    per_step: bool
 
 
 def _positions(index: Index, size: int, what: str) -> list[int]:
@@ -147,13 +146,12 @@ def _is_integer(i) -> bool:
     return True
 
 
-def _check_value(e: Edit, units: list[int], T: int, B: int) -> tuple[float | Tensor, bool]:
-    """The edit's value, checked: (value, per_step). A number must be finite: an infinite cell
-    makes every later step NaN, and the compiled loops assume finite numbers."""
+def _check_value(e: Edit, units: list[int], T: int, B: int) -> float | Tensor:
+    """The edit's value, checked. A number must be finite: an infinite cell makes every later
+    step NaN, and the compiled loops assume finite numbers."""
     value, where = e.value, f"edit of {e.state} units {units[:8]}"
-    if isinstance(value, Tensor):
-        per_step = value.dim() == 3
-        want = (T, B, len(units)) if per_step else (B, len(units))
+    if isinstance(value, Tensor):  # (B, U) / (U,) for every step, or (T, B, U) per step
+        want = (T, B, len(units))
         try:
             fits = torch.broadcast_shapes(tuple(value.shape), want) == want
         except RuntimeError:
@@ -165,12 +163,12 @@ def _check_value(e: Edit, units: list[int], T: int, B: int) -> tuple[float | Ten
                 f"{tuple(value.shape)} (unbatched input has B = 1; patch from a run of the "
                 f"same length and batch)"
             )
-        return value, per_step  # (its entries are not checked: that would stop torch.export)
+        return value  # (its entries are not checked: that would stop torch.export)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"edit value must be a number or a tensor, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{where}: the value {value!r} is not finite; edits must be finite")
-    return float(value), False
+    return float(value)
 
 
 def bind(intervention: Intervention, spec, T: int, B: int) -> dict[int, list[BoundEdit]]:
@@ -199,12 +197,10 @@ def bind(intervention: Intervention, spec, T: int, B: int) -> dict[int, list[Bou
                 f"count from the end); list each unit once, or add a second edit"
             )
         steps = set(_positions(e.steps, T, "step"))
-        value, per_step = _check_value(e, units, T, B)
+        value = _check_value(e, units, T, B)
         k = (e.layer % L) * D + e.direction
         index = torch.tensor(units, dtype=torch.long)
-        bound.setdefault(k, []).append(
-            BoundEdit(names.index(e.state), index, steps, value, per_step)
-        )
+        bound.setdefault(k, []).append(BoundEdit(names.index(e.state), index, steps, value))
     return bound
 
 
@@ -243,9 +239,8 @@ def dense(
                 f"edit of units {e.units.tolist()[:8]}: the value is on {e.value.device}, the "
                 f"input on {like.device}; move the value to the input's device"
             )
-        given = torch.as_tensor(e.value, dtype=like.dtype, device=like.device)
-        # (T, B, U): recorded from another run, or the same (B, U)-broadcastable value each step
-        given = given if e.per_step else given.expand(T, B, U)
+        # (T, B, U) recorded from another run, or the same (B, U)-broadcastable value each step
+        given = torch.as_tensor(e.value, dtype=like.dtype, device=like.device).expand(T, B, U)
         value = like.new_zeros(T, B, W).index_copy(2, units, given)  # out of place: vmap-able
         prev = out[e.state_index]
         if prev is not None:  # an earlier edit of this state: keep it where this one is silent

@@ -363,3 +363,116 @@ def test_a_traces_states_default_to_the_last_layer_and_the_forward_direction():
         states["c"], trace.cell[1, 0]
     )
     assert not torch.equal(states["h"], trace.states(1, 1)["h"])
+
+
+def test_dense_edits_are_made_on_the_inputs_device():
+    """dense() builds every mask, index and value on the run's device (the meta device stands
+    in for a GPU: a tensor left on the CPU meets a meta one and raises, or keeps its device)."""
+    from lstmkit.intervene import BoundEdit, dense
+
+    like = torch.empty(4, 2, 3, device="meta")
+    recorded = torch.empty(4, 2, 1, device="meta")
+    edits = [
+        BoundEdit(0, torch.tensor([1, 2]), {1, 3}, 0.5),
+        BoundEdit(0, torch.tensor([0]), {2}, recorded),
+    ]
+    for valid in (None, torch.ones(4, 2, 1, dtype=torch.bool, device="meta")):
+        h, c = dense(edits, 4, 2, (5, 5), like, valid)
+        assert c is None
+        assert h.mask.device.type == "meta" and h.value.device.type == "meta"
+        assert (
+            h.mask.shape == (4, 2, 5) and h.mask.dtype == torch.bool and h.value.shape == (4, 2, 5)
+        )
+
+
+def test_two_edits_of_one_state_both_apply_and_the_later_wins_where_they_meet():
+    """Edits of different units of one state both take effect; on a unit and step that both
+    edit, the later value is the one in the state."""
+    layer, cells = lstm_and_cells(num_layers=1)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    edit = Intervention.ablate(0, units=[0, 1], state="c", steps=[1, 2], value=0.25)
+    edit += Intervention.ablate(0, units=[1, 3], state="c", steps=[2], value=-0.5)
+    out, _ = layer(x, intervention=edit)
+
+    def by_hand(k, t, h, c):
+        c = c.clone()
+        if t in (1, 2):
+            c[:, [0, 1]] = 0.25
+        if t == 2:
+            c[:, [1, 3]] = -0.5
+        return h, c
+
+    want, _ = hand_loop(cells, x, by_hand)
+    assert (out - want).abs().max() < TOL
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_bidirectional_stack_ablates_the_direction_and_layer_named(engine):
+    """ablate(direction=1) edits the reverse direction only, in the layer named (layer 1 of a
+    2-layer bidirectional stack: its edits are keyed layer * 2 + direction)."""
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, 4, 2, bidirectional=True, engine=engine).to(F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    plain, _ = layer(x)
+    for k in (0, 1):
+        out, _ = layer(x, intervention=Intervention.ablate(layer=1, units=[2], direction=k))
+        mine, other = slice(4 * k, 4 * k + 4), slice(4 * (1 - k), 4 * (1 - k) + 4)  # of (T, B, 2H)
+        assert torch.equal(out[..., 4 * k + 2], torch.zeros(5, 2, dtype=F64))
+        assert not torch.equal(out[..., mine], plain[..., mine])  # its other units change
+        assert torch.equal(out[..., other], plain[..., other])  # the other direction does not
+
+
+def test_negative_layers_and_units_count_from_the_end_to_the_first():
+    layer, _ = lstm_and_cells()  # 2 layers, 5 units
+    x = torch.randn(5, 2, 3, dtype=F64)
+    want, _ = layer(x, intervention=Intervention.ablate(layer=0, units=[0], value=0.5))
+    got, _ = layer(x, intervention=Intervention.ablate(layer=-2, units=[-5], value=0.5))
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="unit 5 is out of range: there are 5 units"):
+        layer(x, intervention=Intervention.ablate(layer=0, units=[5]))
+    with pytest.raises(ValueError, match="unit -6 is out of range"):
+        layer(x, intervention=Intervention.ablate(layer=0, units=[-6]))
+    with pytest.raises(ValueError, match="this stack has 2 layers"):
+        layer(x, intervention=Intervention.ablate(layer=-3))
+
+
+def test_value_tensors_broadcast_over_the_batch_and_the_steps():
+    """A (B, U) or (U,) tensor value is the same at every edited step: equal to the numbers."""
+    layer, _ = lstm_and_cells(num_layers=1)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    want, _ = layer(x, intervention=Intervention.ablate(0, units=[1], steps=[1, 3], value=0.5)
+                    + Intervention.ablate(0, units=[4], steps=[1, 3], value=-1.0))  # fmt: skip
+    for value in (torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([[0.5, -1.0]] * 2, dtype=F64)):
+        got, _ = layer(
+            x, intervention=Intervention((Edit(0, units=[1, 4], steps=[1, 3], value=value),))
+        )
+        assert torch.equal(got, want)
+
+
+def test_an_edit_of_no_units_or_no_steps_changes_nothing():
+    layer, _ = lstm_and_cells(engine="fused")
+    x = torch.randn(5, 2, 3, dtype=F64)
+    plain, _ = layer(x)
+    for edit in (
+        Intervention.ablate(0, units=[]),
+        Intervention.ablate(0, steps=[]),
+        Intervention.ablate(1, steps=slice(9, 9)),
+    ):
+        assert torch.equal(layer(x, intervention=edit)[0], plain)
+
+
+@pytest.mark.parametrize("value", ["0.5", True, None, [0.5]])
+def test_a_value_that_is_not_a_number_or_a_tensor_is_refused(value):
+    layer, _ = lstm_and_cells()
+    with pytest.raises(TypeError, match="edit value must be a number or a tensor"):
+        layer(torch.randn(5, 2, 3, dtype=F64), intervention=Intervention((Edit(0, value=value),)))
+
+
+def test_messages_name_the_first_eight_units_and_only_the_repeated_ones():
+    layer, _ = lstm_and_cells(hidden=12)
+    x = torch.randn(5, 2, 12 - 9, dtype=F64)
+    bad = Intervention((Edit(0, units=list(range(10)), value=torch.zeros(3, 10)),))
+    with pytest.raises(ValueError, match=r"^edit of h units \[0, 1, 2, 3, 4, 5, 6, 7\]: a value"):
+        layer(x, intervention=bad)
+    with pytest.raises(ValueError, match=r"unit\(s\) \[1, 3\] listed more than once"):
+        layer(x, intervention=Intervention.ablate(0, units=[0, 1, 3, 1, -9, 5]))
