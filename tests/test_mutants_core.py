@@ -549,3 +549,106 @@ def test_fused_engine_compiles_into_one_graph_without_gradients(kind: str) -> No
         torch._dynamo.reset()
     close(out, want, "output")
     close(h_n, want_h, "h_n")
+
+
+# ---- resets= (nn.inputs._check_resets) ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "resets,got",
+    [
+        (torch.zeros(4, 2, dtype=F64), r"torch\.float64"),
+        (torch.zeros(4, 2, dtype=torch.int64), r"torch\.int64"),
+        ([[False, False]] * 4, "list"),
+    ],
+    ids=["float", "int", "list"],
+)
+def test_resets_that_are_not_a_bool_tensor_name_what_came(resets, got: str) -> None:
+    """A resets= that is not a bool tensor is a TypeError naming what came: a tensor's dtype,
+    anything else's Python type."""
+    layer = lstmkit.LSTM(3, 4, dtype=F64)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    with pytest.raises(TypeError, match=f"resets must be a bool tensor.*, got {got}; convert"):
+        layer(x, resets=resets)
+
+
+@pytest.mark.parametrize("layout", ["unbatched", "batch_first", "time-major"])
+def test_resets_of_the_wrong_shape_name_the_layout_the_input_asks_for(layout: str) -> None:
+    """A resets= of the wrong shape is a ValueError naming the shape and the layout the input
+    asks for: (T,) unbatched, (B, T) with batch_first, else (T, B)."""
+    T, B = 5, 2
+    layer = lstmkit.GRU(3, 4, dtype=F64, batch_first=layout == "batch_first")
+    x, want = {
+        "unbatched": (torch.randn(T, 3, dtype=F64), r"\(5,\), \(T,\) unbatched \(one flag"),
+        "batch_first": (
+            torch.randn(B, T, 3, dtype=F64),
+            r"\(2, 5\), \(B, T\) with batch_first \(one flag",
+        ),
+        "time-major": (torch.randn(T, B, 3, dtype=F64), r"\(5, 2\), \(T, B\) \(one flag"),
+    }[layout]
+    with pytest.raises(ValueError, match=want + r".*got \(3,\)$"):
+        layer(x, resets=torch.zeros(3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("kind,loops", KINDS_AND_LOOPS)
+def test_unbatched_resets_on_the_fused_engine(kind, loops, batch_first, monkeypatch) -> None:
+    """Unbatched input (T, I) with resets= (T,) on the fused engine: a reset at step 2 starts the
+    sequence afresh, as torch.nn run on the two segments apart (output, final state and the
+    gradients of the input and weights)."""
+    use_loops(loops, monkeypatch)
+    ref, ours = twins(kind, 3, 4, engine="fused", batch_first=batch_first)
+    x0 = torch.randn(5, 3, dtype=F64)
+    resets = torch.tensor([False, False, True, False, False])
+    x = x0.clone().requires_grad_(True)
+    out, h_n = ours(x, resets=resets)
+    assert ours.last_engine == "fused"
+    got = grads_of(weighted_sum([out, *states(h_n)]), ours, [x])
+    xr = x0.clone().requires_grad_(True)
+    first, _ = ref(xr[:2])
+    second, want_h = ref(xr[2:])
+    want_out = torch.cat([first, second])
+    want = grads_of(weighted_sum([want_out, *states(want_h)]), ref, [xr])
+    close(out, want_out, f"{kind} output")
+    for k, (a, b) in enumerate(zip(states(h_n), states(want_h))):
+        close(a, b, f"{kind} final state {k}")
+    assert_grads(got, want, f"{kind} unbatched resets")
+
+
+@pytest.mark.parametrize(
+    "engine,loops", [("reference", "compiled"), ("fused", "compiled"), ("fused", "python")]
+)
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_reset_at_a_sequences_length_is_dropped(kind, engine, loops, monkeypatch) -> None:
+    """A reset flagged at step lengths[b], the first step past sequence b's end, is dropped like
+    any past the end: outputs and final states are torch.nn's on the packed sequence (the state
+    held from step lengths[b] - 1, not restarted from hx)."""
+    use_loops(loops, monkeypatch)
+    ref, ours = twins(kind, 3, 4, engine=engine)
+    T, lengths = 5, torch.tensor([5, 2, 4])
+    x = torch.randn(T, 3, 3, dtype=F64)
+    hx = tuple(torch.randn(1, 3, 4, dtype=F64) for _ in ours.state_shapes(3))
+    hx = hx if kind == "LSTM" else hx[0]
+    resets = torch.zeros(T, 3, dtype=torch.bool)
+    resets[2, 1] = resets[4, 2] = True  # at lengths[1] and lengths[2]
+    out, h_n = ours(x, hx, lengths=lengths, resets=resets)
+    assert ours.last_engine == engine
+    packed, want_h = ref(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+    want_out, _ = pad_packed_sequence(packed, total_length=T)
+    close(out, want_out, f"{kind} output")
+    for k, (a, b) in enumerate(zip(states(h_n), states(want_h))):
+        close(a, b, f"{kind} final state {k}")
+
+
+@pytest.mark.parametrize("lengths", [None, [4, 2]], ids=["no-lengths", "lengths"])
+def test_resets_move_to_the_inputs_device(lengths) -> None:
+    """resets= given on the CPU for input on another device (the meta device stands in for a
+    GPU) become (T, B) bool on the input's device, lengths= masking included, and the layer
+    runs there."""
+    layer = lstmkit.LSTM(2, 3, dtype=F64, device="meta")
+    x = torch.empty(4, 2, 2, dtype=F64, device="meta")
+    r = torch.tensor([[False, True], [True, False], [False, False], [True, True]])
+    lengths = None if lengths is None else torch.tensor(lengths)
+    prep = lstmkit.nn.inputs.prepare(layer, x, None, lengths, r)
+    assert prep.resets.device.type == "meta"
+    assert prep.resets.shape == (4, 2) and prep.resets.dtype == torch.bool
+    out, _ = layer(x, resets=r, lengths=lengths)
+    assert out.device.type == "meta" and out.shape == (4, 2, 3)
