@@ -652,3 +652,22 @@ def test_resets_move_to_the_inputs_device(lengths) -> None:
     assert prep.resets.shape == (4, 2) and prep.resets.dtype == torch.bool
     out, _ = layer(x, resets=r, lengths=lengths)
     assert out.device.type == "meta" and out.shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize("sorted_indices", [None, [1, 0]], ids=["unsorted-none", "sorted"])
+def test_packed_rows_index_is_made_on_the_datas_device(sorted_indices) -> None:
+    """_packed_index gives each packed row's (step, sequence) in the padded batch, both index
+    tensors made on the data's device (the meta device stands in for a GPU), so neither the
+    scatter into the padded batch nor the gather back copies CPU indices there at every use.
+    Sequences of lengths 3 and 2 (batch_sizes [2, 2, 1], on the CPU as torch keeps them)."""
+    t_want = [0, 0, 1, 1, 2]
+    b_want = [0, 1, 0, 1, 0] if sorted_indices is None else [1, 0, 1, 0, 1]
+    bs = torch.tensor([2, 2, 1])
+    idx = None if sorted_indices is None else torch.tensor(sorted_indices)
+    t_idx, b_idx = lstmkit.nn.inputs._packed_index(_raw_packed(torch.randn(5, 3), bs, idx))
+    assert (t_idx.tolist(), b_idx.tolist()) == (t_want, b_want)
+    data = torch.empty(5, 3, dtype=F64, device="meta")
+    idx = None if idx is None else idx.to("meta")
+    t_idx, b_idx = lstmkit.nn.inputs._packed_index(_raw_packed(data, bs, idx))
+    assert (t_idx.device.type, b_idx.device.type) == ("meta", "meta")
+    assert t_idx.shape == b_idx.shape == (5,)

@@ -822,3 +822,22 @@ def test_an_unreadable_data_record_in_the_weights_header_names_every_setting(tmp
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "ck")
     assert "its data settings differ in encoding_errors, level; the files" in str(info.value)
+
+
+@pytest.mark.parametrize("value, found", [(5, "a number (5)"), ([], "a list ([])")])
+def test_scalars_of_one_parameter_that_are_no_object_name_the_file_and_the_entry(
+    tmp_path, value, found
+):
+    """optimizer.scalars['0'] edited to a number or a list (manifest recomputed): the message
+    names state.json and the entry 'optimizer.scalars.0' and says what it must be."""
+    _save(tmp_path / "ck")
+    _edit_json(tmp_path / "ck", "state.json",
+               lambda s: s["optimizer"]["scalars"].__setitem__("0", value))  # fmt: skip
+    fresh = torch.optim.Adam(_model(1)[0].parameters(), lr=0.5)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(tmp_path / "ck", fresh)
+    assert str(info.value).startswith(
+        f"{tmp_path / 'ck' / 'state.json'}: 'optimizer.scalars.0' must be an object of settings, "
+        f"it is {found}; the file is damaged or was edited"
+    )
+    assert fresh.state_dict()["state"] == {}
