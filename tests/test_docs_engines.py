@@ -51,3 +51,6 @@ def test_the_package_docstring_lists_every_engine_and_who_has_resets() -> None:
     said = re.search(r"Per-sample resets run on ([\w ,]+?)\.", doc).group(1)
     named = set(re.split(r",\s*|\s+and\s+", said))
     assert named == {n for n, e in ENGINES.items() if e.supports_resets}
+    said = re.search(r"Interventions \(lstmkit.intervene\) run on ([\w ,]+?)\.", doc).group(1)
+    named = set(re.split(r",\s*|\s+and\s+", said))
+    assert named == {n for n, e in ENGINES.items() if e.supports_interventions}

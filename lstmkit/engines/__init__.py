@@ -10,9 +10,9 @@
 |             | hand-written backward through time                  | RNN; no double backward      |
 | "reference" | autograd through the readable cell steps            | every registered cell        |
 
-Per-sample resets run on triton, fused and reference; interventions (lstmkit.intervene) on
-fused and reference. "auto" tries the measured rules of
-lstmkit.engines.auto first, then the priority order. The contract is lstmkit.engines.base;
+Per-sample resets run on triton, fused and reference.
+Interventions (lstmkit.intervene) run on fused and reference.
+"auto" tries the measured rules of lstmkit.engines.auto first, then the priority order. The contract is lstmkit.engines.base;
 measured speeds and the rules of "auto" are in docs/engines.md; streams (one step per call) in
 lstmkit.nn.stream and docs/streaming.md.
 """

@@ -491,7 +491,7 @@ def test_a_real_signal_stops_a_run_with_a_sentence(tmp_path, files, sig, status)
             if line.startswith("step 2:"):  # step 1 saved, step 2 about to be
                 break
         p.send_signal(getattr(signal, sig))
-        rest, _ = p.communicate(timeout=30)
+        rest, _ = p.communicate(timeout=120)  # ~4 s here; a hang detector, with room for load
     finally:
         p.kill()
     assert p.returncode == status, rest
