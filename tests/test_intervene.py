@@ -476,3 +476,22 @@ def test_messages_name_the_first_eight_units_and_only_the_repeated_ones():
         layer(x, intervention=bad)
     with pytest.raises(ValueError, match=r"unit\(s\) \[1, 3\] listed more than once"):
         layer(x, intervention=Intervention.ablate(0, units=[0, 1, 3, 1, -9, 5]))
+
+
+@pytest.mark.parametrize("layout", ["batch_first", "unbatched"])
+def test_patching_from_a_batch_first_or_unbatched_trace(layout):
+    """A Trace in the caller's layout ((B, T, H) with batch_first, (T, H) unbatched) patches the
+    same states as the time-major run: B continues from A's state at step t."""
+    torch.manual_seed(0)
+    batch_first = layout == "batch_first"
+    layer = lstmkit.LSTM(3, 4, batch_first=batch_first, engine="fused").to(F64)
+    shape = (2, 6, 3) if batch_first else (6, 3)
+    xa, xb = torch.randn(shape, dtype=F64), torch.randn(shape, dtype=F64)
+    _, _, trace_a = layer(xa, return_trace=True)
+    out, _ = layer(xb, intervention=Intervention.patch(trace_a, layer=0, steps=[2]))
+    states = trace_a.states(0)
+    h, c = (
+        (states["h"][:, 2], states["c"][:, 2]) if batch_first else (states["h"][2], states["c"][2])
+    )
+    rest, _ = layer(xb[:, 3:] if batch_first else xb[3:], (h[None], c[None]))
+    assert (out[:, 3:] - rest if batch_first else out[3:] - rest).abs().max() < TOL
