@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-from pathlib import Path
 
+import mutation_hooks
 import parity
 import pytest
 import torch
@@ -40,22 +39,25 @@ settings.load_profile(os.environ.get("LSTMKIT_FUZZ", "ci"))
 F64 = torch.float64
 ATOL = 1e-8  # float64 tolerance for every comparison with torch.nn (issue 2)
 
-# Mutation runs (scripts/mutation.py): mutmut runs each mutant's covering tests with -x in the
-# order of a set, so a killed mutant could run a minute of parity grids before the one fast test
-# that fails. Under mutmut (cwd mutants/, its stats file there, MUTANT_UNDER_TEST naming a mutant)
-# the tests run fastest first, by the durations mutmut measured; read once, when the fork server
-# collects, so every mutant's process inherits them.
-_MUTMUT_STATS = Path("mutmut-stats.json")
-_DURATIONS = (
-    json.loads(_MUTMUT_STATS.read_text())["duration_by_test"]
-    if Path.cwd().name == "mutants" and _MUTMUT_STATS.is_file()
-    else None
-)
+# Mutation runs (scripts/mutation.py): a mutant's tests are collected from their files and run
+# killers first, then fastest first; each mutant's cost is recorded (tests/mutation_hooks.py). The
+# hooks do nothing outside mutmut.
+
+
+def pytest_configure(config):
+    mutation_hooks.configure(config)
 
 
 def pytest_collection_modifyitems(config, items):
-    if _DURATIONS is not None and "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
-        items.sort(key=lambda item: _DURATIONS.get(item.nodeid, 0.0))
+    mutation_hooks.modify_items(config, items)
+
+
+def pytest_runtest_logreport(report):
+    mutation_hooks.logreport(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    mutation_hooks.sessionfinish(exitstatus)
 
 
 @pytest.fixture(autouse=True)
