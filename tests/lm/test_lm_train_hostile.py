@@ -471,16 +471,18 @@ def test_ctrl_c_during_a_save_says_where_to_resume(tmp_path, capsys, files, monk
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-# The SIGINT case hung (no exit 120 s after the signal) in three full-suite runs of session 5
-# (2026-12-01), on a loaded and on a quiet machine, and passed every time alone (6 of 6) or with
-# tests/lm: not understood yet, so it is a non-strict xfail (it still runs and reports) until the
-# cause is found. SIGTERM stays strict.
-_SIGINT_HANG = pytest.mark.xfail(strict=False, reason="hung after SIGINT in 3 full-suite runs")
+def _default_sigint() -> None:
+    """In the child, before exec: Ctrl-C's default action. A command started with `&` by a
+    non-interactive shell (how the CI checks of session 5 ran `bash .ci/run`) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: the run trained on and the
+    test waited out its 120 s (three "hangs", not understood then). Ignoring Ctrl-C there is the
+    shell's intent, so the CLI keeps it; the test asks for the default it means to test."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize(
-    "sig, status", [pytest.param("SIGINT", 130, marks=_SIGINT_HANG), ("SIGTERM", 143)]
-)
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_real_signal_stops_a_run_with_a_sentence(tmp_path, files, sig, status):
     """A real Ctrl-C / kill (SIGTERM) on a running `lstmkit train`: a traceback (SIGINT) or a
     silent death (SIGTERM) before; now one line that says where the run can be resumed from."""
@@ -494,7 +496,8 @@ def test_a_real_signal_stops_a_run_with_a_sentence(tmp_path, files, sig, status)
     argv += ["--valid", str(files[1]), "--out", str(run), *TINY, "--eval-every", "1"]
     argv += ["--epochs", "1000", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(argv, env=env, preexec_fn=_default_sigint, **pipes)
     try:
         for line in p.stdout:
             if line.startswith("step 2:"):  # step 1 saved, step 2 about to be
