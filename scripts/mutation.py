@@ -134,8 +134,41 @@ def summarise(results: dict, equivalents: dict[str, str]) -> tuple[list[dict], d
     return rows, dict(total)
 
 
+def costs(mutants: Path, results: dict) -> list[dict]:
+    """Where the run's time went, per module, from the record tests/mutation_hooks.py keeps
+    (mutants/mutation-times.jsonl: seconds inside pytest per mutant; a recheck's line replaces
+    the first run's). Empty for runs made before that record existed."""
+    times = mutants / "mutation-times.jsonl"
+    if not times.is_file():
+        return []
+    last = {}
+    for line in times.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            last[record["mutant"]] = record
+    rows = []
+    for module, statuses in results.items():
+        records = [last[name] for name in statuses if name in last]
+        killed = sorted(r["seconds"] for r in records if r["failed"])
+        kept = [r["seconds"] for r in records if not r["failed"]]
+        if not records:
+            continue
+        rows.append(
+            {
+                "module": module,
+                "timed": len(records),
+                "killed s": round(sum(killed), 2),
+                "survived s": round(sum(kept), 2),
+                "median killed s": killed[len(killed) // 2] if killed else 0.0,
+                "first test kills": sum(1 for r in records if r["failed"] and r["ran"] <= 1),
+            }
+        )
+    return rows
+
+
 def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None:
     rows, total = summarise(results, equivalents)
+    cost_rows = costs(ROOT / "mutants", results)
     cols = ["mutants", "not checked", "killed", "timeout", "survived", "equivalent"]
     cols += ["message text", "no tests"]
     lines = [
@@ -173,6 +206,23 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
         "scripts/mutation_equivalents.toml).",
         "",
     ]
+    if cost_rows:
+        cost_cols = ["timed", "killed s", "survived s", "median killed s", "first test kills"]
+        lines += [
+            "## Where the time went",
+            "",
+            "Seconds inside pytest per mutant, summed over both workers (tests/mutation_hooks.py "
+            "records them); wall time is about half the sum plus mutmut's own work. "
+            "'first test kills': killed by the first test run (the killers of the same "
+            "function are run first).",
+            "",
+            "| module | " + " | ".join(cost_cols) + " |",
+            "|---|" + "---|" * len(cost_cols),
+        ]
+        for row in cost_rows:
+            cells = " | ".join(str(row[c]) for c in cost_cols)
+            lines.append(f"| {row['module']} | {cells} |")
+        lines.append("")
     sections = [
         ("Equivalent mutants (survive by design)", False),
         ("Message-text mutants (only an error message's wording)", True),
@@ -192,7 +242,8 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
                 diff = diff_of(name, module)
                 lines += [f"### `{name}` ({status})", "", "```diff", diff, "```", ""]
     REPORT.write_text("\n".join(lines) + "\n")
-    RESULTS.write_text(json.dumps({**meta, "modules": rows, "total": total}, indent=1) + "\n")
+    record = {**meta, "modules": rows, "total": total, "cost": cost_rows}
+    RESULTS.write_text(json.dumps(record, indent=1) + "\n")
     print(f"score {100 * total['score']:.1f}% over {total['mutants']} mutants; wrote {REPORT}")
 
 
