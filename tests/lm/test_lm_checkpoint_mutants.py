@@ -841,3 +841,29 @@ def test_scalars_of_one_parameter_that_are_no_object_name_the_file_and_the_entry
         f"it is {found}; the file is damaged or was edited"
     )
     assert fresh.state_dict()["state"] == {}
+
+
+# ---- a save after a crash between the two renames -----------------------------------------
+def test_a_save_after_a_crash_between_the_renames_replaces_the_old_copy(tmp_path):
+    """`last` missing and `.last.old` complete (a kill between swap's renames): the next save
+    puts the old copy back first, then swaps as usual. It succeeds and leaves `last` only."""
+    _plain_save(tmp_path / "last", seed=1)
+    os.replace(tmp_path / "last", tmp_path / ".last.old")
+    m = _plain_save(tmp_path / "last", seed=2)
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+    assert _same(load_checkpoint(tmp_path / "last").model, m)
+
+
+def test_a_failed_save_after_such_a_crash_leaves_the_old_copy_under_its_name(tmp_path, monkeypatch):
+    """The same crash, then a save that fails while writing: the previous checkpoint is back
+    under `last` (not only in `.last.old`), whole, and the error says it is intact."""
+    old = _plain_save(tmp_path / "last", seed=1)
+    before = {p.name: p.read_bytes() for p in sorted((tmp_path / "last").iterdir())}
+    os.replace(tmp_path / "last", tmp_path / ".last.old")
+    monkeypatch.setattr(ck, "_write_files", _enospc)
+    m, cfg = _model(seed=2)
+    with pytest.raises(CheckpointError, match="disk full.*the previous checkpoint is intact\\."):
+        save_checkpoint(tmp_path / "last", m, cfg, VOCAB, data=dict(DATA))
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "last").iterdir())} == before
+    assert _same(load_checkpoint(tmp_path / "last").model, old)
