@@ -5,6 +5,11 @@ MUTANT_UNDER_TEST naming a mutant); everywhere else they do nothing. mutmut runs
 covering tests with `-x` and calls the mutant killed at the first failure, so what a killed
 mutant costs is pytest's start, its collection and the tests before the one that fails:
 
+0. **Imports.** The first call of a torch.library custom op (the fused engine's operators)
+   imports torch._dynamo: 1.7-2.4 s, paid again in every mutant's process, because mutmut's
+   fork server only collects the tests. A killed intervention mutant whose one failing test
+   takes 7 ms cost 1.85 s. So the fork server imports it here, once (an import only: it starts
+   no thread and runs no op, which is what makes forking after it safe).
 1. **Collection.** mutmut names every covering test on the command line: up to 1,650 node ids
    for the layers' checks. pytest resolves each id on its own, which cost about 1 s per mutant
    (measured: `--co` over those 1,649 ids, 0.96 s, against 0.15 s for one id). Here the ids
@@ -39,11 +44,12 @@ def _mutant() -> str | None:
 
 
 # Read once, when mutmut's fork server collects, so every mutant's process inherits them.
+_IN_MUTANTS = Path.cwd().name == "mutants" and _STATS.is_file()
 _DURATIONS: dict[str, float] = (
-    json.loads(_STATS.read_text())["duration_by_test"]
-    if Path.cwd().name == "mutants" and _STATS.is_file()
-    else {}
+    json.loads(_STATS.read_text())["duration_by_test"] if _IN_MUTANTS else {}
 )
+if _IN_MUTANTS:
+    import torch._dynamo  # noqa: F401 (0. above)
 _PLAIN = os.environ.get("LSTMKIT_MUTATION_PLAIN") == "1"
 _run: dict = {}
 
