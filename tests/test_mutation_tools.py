@@ -197,3 +197,23 @@ def test_the_report_sums_each_module_s_costs_and_a_recheck_replaces_a_line(tmp_p
         },
     ]
     assert mutation.costs(tmp_path / "none", results) == []
+
+
+def test_the_score_counts_each_kind_of_explained_survivor_its_own_way():
+    """Of 10 mutants: 5 killed, 1 timeout, 4 survivors, of which one is equivalent, one only
+    changes a message, one is killed by a test outside the selection and one is a gap. Score:
+    (5 + 1 + 1 outside) / (10 - 1 equivalent - 1 message) = 7/8; strict: 7/9."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import mutation
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    statuses = {f"m{i}": "killed" for i in range(5)} | {"t": "timeout"}
+    statuses |= {"eq": "survived", "msg": "survived", "out": "survived", "gap": "survived"}
+    reasons = {"eq": "x * 1.0", "msg": "message: a word", "out": "killed outside: the test"}
+    rows, total = mutation.summarise({"lstmkit/a.py": statuses}, reasons)
+    (row,) = rows
+    assert (row["killed"], row["timeout"], row["survived"]) == (5, 1, 1)
+    assert (row["equivalent"], row["message text"], row["killed outside"]) == (1, 1, 1)
+    assert row["score"] == 7 / 8 and row["strict score"] == 7 / 9
+    assert total["score"] == 7 / 8
