@@ -311,6 +311,9 @@ def test_patching_a_gru_takes_its_one_state():
     out, _ = gru(xb, intervention=patch)
     rest, _ = gru(xb[3:], trace_a.hidden[:, 0, 2])
     assert (out[3:] - rest).abs().max() < TOL
+    # the cell named first is skipped, and h after it still patched
+    patch = Intervention.patch(trace_a, layer=0, states=("c", "h"), steps=[2])
+    assert [e.state for e in patch.edits] == ["h"]
 
 
 def test_patching_some_units_puts_in_only_those():
