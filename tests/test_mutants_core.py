@@ -671,3 +671,22 @@ def test_packed_rows_index_is_made_on_the_datas_device(sorted_indices) -> None:
     t_idx, b_idx = lstmkit.nn.inputs._packed_index(_raw_packed(data, bs, idx))
     assert (t_idx.device.type, b_idx.device.type) == ("meta", "meta")
     assert t_idx.shape == b_idx.shape == (5,)
+
+
+@pytest.mark.parametrize("T", [1, 3])
+@pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
+@pytest.mark.parametrize("loops", ["compiled", "python"])
+def test_fused_lstm_gradients_when_the_loss_uses_one_output_only(loops, used, T, monkeypatch):
+    """A loss of the output alone (no gradient reaches c_n), or of c_n alone (none reaches the
+    output sequence), on one step or three: the fused LSTM's backward starts its chain from
+    zeros of the first state's shape, and gives torch.nn's gradients."""
+    use_loops(loops, monkeypatch)
+    ref, ours = twins("LSTM", 3, 4, engine="fused")
+    x0 = torch.randn(T, 2, 3, dtype=F64)
+    grads = []
+    for module in (ours, ref):
+        x = x0.clone().requires_grad_(True)
+        out, (h_n, c_n) = module(x)
+        loss = weighted_sum([{"output": out, "h_n": h_n, "c_n": c_n}[used]])
+        grads.append(grads_of(loss, module, [x]))
+    assert_grads(grads[0], grads[1], f"loss of {used}, T={T}, {loops} loops")
