@@ -42,7 +42,10 @@ TARGET = 0.90  # issue 14: at least 90% of non-equivalent mutants killed
 # mutmut's exit codes (mutmut/stats.py), folded into what the report counts
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}
 STATUS.update({36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"})
-STATUS.update({37: "caught by type check", -11: "segfault", -9: "segfault", None: "not checked"})
+STATUS.update({37: "caught by type check", None: "not checked"})
+# a mutant's process killed by a signal: SIGSEGV and SIGABRT (the compiled loops reading or
+# writing past a buffer a mutant sized wrong, or torch's checks aborting), SIGKILL
+STATUS.update({-11: "crashed", -6: "crashed", -9: "crashed"})
 
 
 def run_mutmut(only: str | None, workers: int) -> float:
@@ -140,7 +143,7 @@ def summarise(results: dict, equivalents: dict[str, str]) -> tuple[list[dict], d
         judged = checked - row.get("equivalent", 0) - row.get("skipped", 0)
         caught = row.get("killed", 0) + row.get("killed outside", 0) + row.get("timeout", 0)
         caught += row.get("caught by type check", 0)
-        caught += row.get("segfault", 0)
+        caught += row.get("crashed", 0)  # the tests noticed: the process died
         msg = row.get("message text", 0)
         row["score"] = caught / (judged - msg) if judged - msg else 1.0
         row["strict score"] = caught / judged if judged else 1.0  # message mutants as survivors
@@ -182,7 +185,8 @@ def costs(mutants: Path, results: dict) -> list[dict]:
 def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None:
     rows, total = summarise(results, equivalents)
     cost_rows = costs(ROOT / "mutants", results)
-    cols = ["mutants", "not checked", "killed", "killed outside", "timeout", "survived"]
+    cols = ["mutants", "not checked", "killed", "killed outside", "timeout", "crashed"]
+    cols += ["survived"]
     cols += ["equivalent"]
     cols += ["message text", "no tests"]
     lines = [

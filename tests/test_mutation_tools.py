@@ -63,7 +63,7 @@ def _mutants(tmp_path: Path) -> Path:
     (d / "tests").mkdir(parents=True)
     (d / "tests" / "conftest.py").write_text(CONFTEST)
     (d / "tests" / "test_a.py").write_text(TESTS)
-    durations = {FAST: 0.01, SLOW: 5.0, BREAKS: 1.0, GRID[0]: 0.2, GRID[1]: 0.3, GRID[2]: 9.0}
+    durations = {FAST: 0.01, SLOW: 5.0, BREAKS: 0.4, GRID[0]: 0.2, GRID[1]: 0.3, GRID[2]: 9.0}
     (d / "mutmut-stats.json").write_text(json.dumps({"duration_by_test": durations}))
     return d
 
@@ -129,6 +129,15 @@ def test_the_killing_test_is_recorded_and_runs_first_for_the_next_mutant(tmp_pat
         "pkg.mod.x_g",
         "pkg.other.x_f",
     ]
+
+
+def test_a_slow_killer_keeps_its_place_by_duration(tmp_path):
+    """A killer slower than SLOW_KILLER_S (0.5 s) is not moved ahead of faster tests; a fast
+    killer is."""
+    d = _mutants(tmp_path)
+    (d / "mutation-killers.tsv").write_text(f"pkg.mod.x_f\t{SLOW}\npkg.mod.x_f\t{BREAKS}\n")
+    r = _pytest(d, SLOW, GRID[1], FAST, GRID[0], BREAKS)
+    assert _ran(r.stdout) == [BREAKS, FAST, GRID[0], GRID[1], SLOW]
 
 
 def test_plain_mode_keeps_pytest_s_own_collection_and_the_duration_order(tmp_path):
