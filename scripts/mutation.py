@@ -12,10 +12,11 @@ either a gap in the tests or *equivalent*: a change no test can see because the 
 same (a default argument passed explicitly with its default value, say). Each equivalent survivor
 is explained in scripts/mutation_equivalents.toml; every other survivor is a test to write.
 
-The score is killed / (mutants - equivalent - message text), per module and overall (message
-text: a mutant that changes only an error message's wording, marked in the equivalents file);
-the strict score counts those as survivors. A timeout counts as killed (the tests noticed: they
-hung). The report goes to docs/mutation-report.md (a table and every
+The score is (killed + killed outside) / (mutants - equivalent - message text), per module and
+overall (message text: a mutant that changes only an error message's wording, marked in the
+equivalents file; killed outside: killed by a test the mutation run leaves out, checked by hand);
+the strict score counts the message-text ones as survivors. A timeout or a crash counts as killed
+(the tests noticed). The report goes to docs/mutation-report.md (a table and every
 surviving mutant's diff) and benchmarks/results/mutation.json (machine, versions, commit, the
 command and the counts).
 """
