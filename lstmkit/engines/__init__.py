@@ -12,9 +12,9 @@
 
 Per-sample resets run on triton, fused and reference.
 Interventions (lstmkit.intervene) run on fused and reference.
-"auto" tries the measured rules of lstmkit.engines.auto first, then the priority order. The contract is lstmkit.engines.base;
-measured speeds and the rules of "auto" are in docs/engines.md; streams (one step per call) in
-lstmkit.nn.stream and docs/streaming.md.
+"auto" tries the measured rules of lstmkit.engines.auto first, then the priority order. The
+contract is lstmkit.engines.base; measured speeds and the rules of "auto" are in docs/engines.md;
+streams (one step per call) in lstmkit.nn.stream and docs/streaming.md.
 """
 
 from __future__ import annotations
