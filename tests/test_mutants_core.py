@@ -690,3 +690,53 @@ def test_fused_lstm_gradients_when_the_loss_uses_one_output_only(loops, used, T,
         loss = weighted_sum([{"output": out, "h_n": h_n, "c_n": c_n}[used]])
         grads.append(grads_of(loss, module, [x]))
     assert_grads(grads[0], grads[1], f"loss of {used}, T={T}, {loops} loops")
+
+
+# ---- nn.inputs: the messages of bad states and inputs, and states made on the weights' device --
+@pytest.mark.parametrize(
+    "kind,batched,hx_dims",
+    [("LSTM", True, (2, 2)), ("LSTM", False, (3, 2)), ("GRU", True, (2,)), ("GRU", False, (3,))],
+)
+def test_states_of_the_wrong_rank_get_torch_nn_s_own_sentence(kind, batched, hx_dims):
+    """hx of the wrong number of dimensions: the same RuntimeError text as torch.nn's, which
+    names the input's kind, the states and every state's rank."""
+    ref, ours = twins(kind, 3, 4)
+    x = torch.randn(*((5, 2, 3) if batched else (5, 3)), dtype=F64)
+    hx = tuple(torch.zeros(*((1, 2, 4) if d == 3 else (1, 4)), dtype=F64) for d in hx_dims)
+    hx = hx if kind == "LSTM" else hx[0]
+    with pytest.raises(RuntimeError) as want:
+        ref(x, hx)
+    with pytest.raises(RuntimeError) as got:
+        ours(x, hx)
+    assert str(got.value) == str(want.value)
+    kind_text = "batched 3-D" if batched else "unbatched 2-D"
+    assert str(got.value).startswith(f"For {kind_text} input, ")
+
+
+def test_messages_name_the_layer_and_the_input():
+    """split_states names the layer's class; _check_tensor names `input` (PackedSequence data
+    included)."""
+    lstm, gru = lstmkit.LSTM(3, 4), lstmkit.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(TypeError, match=r"^LSTM: hx must be a tuple \(h_0, c_0\) of 2 tensors"):
+        lstm(x, torch.zeros(1, 2, 4))
+    with pytest.raises(TypeError, match=r"^GRU: hx must be a Tensor, got tuple"):
+        gru(x, (torch.zeros(1, 2, 4),))
+    packed = pack_padded_sequence(x.double(), torch.tensor([5, 3]))
+    with pytest.raises(ValueError, match=r"^input dtype \(torch.float64\) does not match"):
+        lstm(packed)
+    # a state is named hx for a one-state layer, hx[i] for a two-state one
+    with pytest.raises(ValueError, match=r"^hx dtype \(torch.float64\)"):
+        gru(x, torch.zeros(1, 2, 4, dtype=F64))
+    with pytest.raises(ValueError, match=r"^hx\[1\] dtype \(torch.float64\)"):
+        lstm(x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4, dtype=F64)))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_default_states_are_made_on_the_weights_device(kind):
+    """Without hx the zero states are made where the weights are: on the meta device (shapes
+    only) the run stays there; made on the CPU, they would not meet the meta weights."""
+    layer = getattr(lstmkit, kind)(3, 4, engine="reference").to("meta")
+    out, h_n = layer(torch.randn(5, 2, 3, device="meta"))
+    assert out.device.type == "meta" and out.shape == (5, 2, 4)
+    assert all(h.device.type == "meta" for h in states(h_n))

@@ -250,10 +250,9 @@ def _prepare_hx(module, hx, batched: bool, B: int, w: Tensor) -> tuple[Tensor, .
     if any(s.dim() != want for s in states):
         dims = ", ".join(f"{s.dim()}-D" for s in states)
         kind = "batched 3-D" if batched else "unbatched 2-D"
-        what = "hx and cx" if many else "hx"
-        raise RuntimeError(
-            f"For {kind} input, {what} should also be {want}-D but got ({dims}) tensors"
-        )
+        # torch.nn's own sentences, word for word: "(2-D, 2-D) tensors" / "2-D tensor"
+        what, got = ("hx and cx", f"({dims}) tensors") if many else ("hx", f"{dims} tensor")
+        raise RuntimeError(f"For {kind} input, {what} should also be {want}-D but got {got}")
     if not batched:
         states = tuple(s.unsqueeze(1) for s in states)
     for i, (s, shape) in enumerate(zip(states, shapes)):
@@ -267,7 +266,7 @@ def _prepare_hx(module, hx, batched: bool, B: int, w: Tensor) -> tuple[Tensor, .
 def restore_output(module, prep: Prepared, output: Tensor, h_n: tuple[Tensor, ...]):
     """Engine output -> the caller's form: packed back, or unbatched."""
     if prep.packed is not None:
-        return _pack_like(prep.packed, output, prep.lengths, module.batch_first), h_n
+        return _pack_like(prep.packed, output, module.batch_first), h_n
     if not prep.batched:
         output = output.squeeze(0 if module.batch_first else 1)
         h_n = tuple(h.squeeze(1) for h in h_n)
@@ -302,7 +301,7 @@ def _unpack(p: PackedSequence, batch_first: bool) -> tuple[Tensor, Tensor]:
     return padded.index_put(index, p.data), lengths
 
 
-def _pack_like(ref: PackedSequence, padded: Tensor, lengths: Tensor, batch_first: bool):
+def _pack_like(ref: PackedSequence, padded: Tensor, batch_first: bool):
     """Pack `padded` (caller's batch order) with exactly ref's batch_sizes and indices: one
     gather of the rows _unpack scattered."""
     t_idx, b_idx = _packed_index(ref)
