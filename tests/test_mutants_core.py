@@ -740,3 +740,39 @@ def test_default_states_are_made_on_the_weights_device(kind):
     out, h_n = layer(torch.randn(5, 2, 3, device="meta"))
     assert out.device.type == "meta" and out.shape == (5, 2, 4)
     assert all(h.device.type == "meta" for h in states(h_n))
+
+
+# ---- nn.checks: each option's name in its own message ------------------------------------------
+class _GRULayer(lstmkit.nn.base.RecurrentBase):
+    """A layer of the GRU cell through the generic base, as a registered cell's layer is made:
+    it takes every option, and the cell refuses those it lacks."""
+
+    cell = GRU_CELL
+
+
+@pytest.mark.parametrize(
+    "makers,kwargs,error,start",
+    [
+        ("lstm", {"coupled": 1}, TypeError, "coupled should be of type bool, got: int (1)"),
+        ("lstm", {"layer_norm": "yes"}, TypeError, "layer_norm should be of type bool, got: "),
+        ("gru", {"peephole": True}, ValueError, "peephole=True: the "),
+        ("gru", {"coupled": True}, ValueError, "coupled=True: the "),
+        (
+            "layer",
+            {"zoneout": (0.1, 2.0)},
+            ValueError,
+            "zoneout should be a number in range [0, 1]",
+        ),
+    ],
+    ids=["coupled-type", "layer_norm-type", "gru-peephole", "gru-coupled", "zoneout-pair"],
+)
+def test_each_options_message_names_that_option(makers, kwargs, error, start):
+    makers = {
+        "lstm": [lstmkit.LSTM, lstmkit.LSTMCell],
+        "gru": [_GRULayer],
+        "layer": [lstmkit.LSTM],
+    }[makers]
+    for make in makers:
+        with pytest.raises(error) as e:
+            make(3, 4, **kwargs)
+        assert str(e.value).startswith(start), str(e.value)
