@@ -776,3 +776,39 @@ def test_each_options_message_names_that_option(makers, kwargs, error, start):
         with pytest.raises(error) as e:
             make(3, 4, **kwargs)
         assert str(e.value).startswith(start), str(e.value)
+
+
+# ---- nn.base: the constructor's defaults, flags and public attributes --------------------------
+def test_a_layer_s_defaults_and_attributes_are_torch_nn_s():
+    """Defaults as torch.nn's (dropout 0.0: a two-layer LSTM in training is deterministic);
+    RNN keeps its nonlinearity; no engine has run before the first call (None, not '')."""
+    for kind, kwargs in (("LSTM", {}), ("GRU", {}), ("RNN", {"nonlinearity": "relu"})):
+        ref, ours = twins(kind, 3, 4, 2, **kwargs)
+        assert ours.dropout == ref.dropout == 0.0
+        if kind == "RNN":
+            assert ours.nonlinearity == ref.nonlinearity == "relu"
+        assert ours.last_engine is None and ours.last_engine_reason is None
+        x = torch.randn(5, 2, 3, dtype=F64)
+        ours.train()
+        close(ours(x)[0], ours(x)[0], f"{kind} in training, twice")
+        assert isinstance(ours.last_engine, str) and isinstance(ours.last_engine_reason, str)
+    assert _GRULayer(3, 4, 2).dropout == 0.0  # the base's own default, for a registered cell
+
+
+def test_the_dropout_warning_comes_only_with_dropout_on_one_layer():
+    """torch.nn's warning for dropout > 0 with one layer, and none for dropout 0 or two layers."""
+    import warnings
+
+    for kwargs in ({}, {"num_layers": 2, "dropout": 0.5}, {"dropout": 0.0}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            lstmkit.LSTM(3, 4, **kwargs)
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        lstmkit.LSTM(3, 4, dropout=0.5)
+
+
+@pytest.mark.parametrize("flag", ["batch_first", "bidirectional"])
+def test_a_non_bool_layout_flag_is_named_in_its_message(flag):
+    with pytest.raises(TypeError) as e:
+        lstmkit.LSTM(3, 4, **{flag: 1})
+    assert str(e.value).startswith(f"{flag} should be of type bool, got: int (1)")
