@@ -812,3 +812,39 @@ def test_a_non_bool_layout_flag_is_named_in_its_message(flag):
     with pytest.raises(TypeError) as e:
         lstmkit.LSTM(3, 4, **{flag: 1})
     assert str(e.value).startswith(f"{flag} should be of type bool, got: int (1)")
+
+
+# ---- engines.base.run_stack: dropout between layers, drawn as torch.nn draws it ---------------
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_dropout_between_layers_is_torch_nn_s_in_training(kind, engine):
+    """In training, dropout p=0.3 on every layer's output but the last, drawn in torch.nn's
+    order from the same seed: torch.nn's output and final states exactly (float64)."""
+    ref, ours = twins(kind, 3, 4, 3, dropout=0.3, engine=engine)
+    ref.train(), ours.train()
+    x = torch.randn(5, 2, 3, dtype=F64)
+    torch.manual_seed(1)
+    want, want_h = ref(x)
+    torch.manual_seed(1)
+    got, got_h = ours(x)
+    assert ours.last_engine == engine
+    close(got, want, f"{kind} output")
+    for a, b in zip(states(got_h), states(want_h)):
+        close(a, b, f"{kind} final state")
+    ours.eval()
+    assert not torch.equal(ours(x)[0], got)  # dropout was on
+
+
+def test_each_direction_call_names_its_layer_and_direction(monkeypatch):
+    """The engine contract's DirectionCall.layer / .reverse, as run_stack fills them: layer by
+    layer, forward then reverse (an engine of one's own may key caches or kernels on them)."""
+    engine = engines.ENGINES["reference"]
+    seen, run = [], engine.run_direction
+
+    def recording(call, d):
+        seen.append((d.layer, d.reverse))
+        return run(call, d)
+
+    monkeypatch.setattr(engine, "run_direction", recording)
+    lstmkit.GRU(3, 4, 3, bidirectional=True, engine="reference")(torch.randn(5, 2, 3))
+    assert seen == [(0, False), (0, True), (1, False), (1, True), (2, False), (2, True)]
