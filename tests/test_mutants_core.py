@@ -848,3 +848,13 @@ def test_each_direction_call_names_its_layer_and_direction(monkeypatch):
     monkeypatch.setattr(engine, "run_direction", recording)
     lstmkit.GRU(3, 4, 3, bidirectional=True, engine="reference")(torch.randn(5, 2, 3))
     assert seen == [(0, False), (0, True), (1, False), (1, True), (2, False), (2, True)]
+
+
+def test_a_recurrent_call_copies_and_pickles():
+    """RecurrentCall forwards unknown attributes to its spec, except `spec` itself, which is
+    missing while copy / pickle rebuild the object: they look up __setstate__ before the fields
+    are back, and would recurse without that stop."""
+    call = make_call(lstmkit.LSTM(3, 4, 2), torch.randn(5, 2, 3), None, None, False)
+    for twin in (copy.copy(call), copy.deepcopy(call), pickle.loads(pickle.dumps(call))):
+        assert twin.spec == call.spec and twin.hidden_size == 4 and twin.num_layers == 2
+        assert torch.equal(twin.x, call.x)
