@@ -154,15 +154,18 @@ def summarise(results: dict, equivalents: dict[str, str]) -> tuple[list[dict], d
 def costs(mutants: Path, results: dict) -> list[dict]:
     """Where the run's time went, per module, from the record tests/mutation_hooks.py keeps
     (mutants/mutation-times.jsonl: seconds inside pytest per mutant; a recheck's line replaces
-    the first run's). Empty for runs made before that record existed."""
+    the first run's). Empty for runs made before that record existed. A line cut short (a
+    worker killed while it wrote) is skipped: that mutant counts as not timed."""
     times = mutants / "mutation-times.jsonl"
     if not times.is_file():
         return []
     last = {}
     for line in times.read_text().splitlines():
-        if line.strip():
+        try:
             record = json.loads(line)
-            last[record["mutant"]] = record
+        except json.JSONDecodeError:
+            continue
+        last[record["mutant"]] = record
     rows = []
     for module, statuses in results.items():
         records = [last[name] for name in statuses if name in last]
@@ -187,9 +190,7 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
     rows, total = summarise(results, equivalents)
     cost_rows = costs(ROOT / "mutants", results)
     cols = ["mutants", "not checked", "killed", "killed outside", "timeout", "crashed"]
-    cols += ["survived"]
-    cols += ["equivalent"]
-    cols += ["message text", "no tests"]
+    cols += ["survived", "equivalent", "message text", "no tests"]
     lines = [
         "# Mutation testing report",
         "",

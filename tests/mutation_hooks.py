@@ -6,10 +6,12 @@ covering tests with `-x` and calls the mutant killed at the first failure, so wh
 mutant costs is pytest's start, its collection and the tests before the one that fails:
 
 0. **Imports.** The first call of a torch.library custom op (the fused engine's operators)
-   imports torch._dynamo: 1.7-2.4 s, paid again in every mutant's process, because mutmut's
-   fork server only collects the tests. A killed intervention mutant whose one failing test
-   takes 7 ms cost 1.85 s. So the fork server imports it here, once (an import only: it starts
-   no thread and runs no op, which is what makes forking after it safe).
+   imports torch._dynamo, paid again in every mutant's process, because mutmut's fork server
+   only collects the tests: one intervention test of 7 ms took 2.70 s in a pytest run after
+   the collection, in one process, without this import first, and 0.12 s with it (measured
+   while a mutation run held both cores).
+   So the fork server imports it here, once (an import only: it starts no thread and runs no
+   op, which is what makes forking after it safe).
 1. **Collection.** mutmut names every covering test on the command line: up to 1,650 node ids
    for the layers' checks. pytest resolves each id on its own, which cost about 1 s per mutant
    (measured: `--co` over those 1,649 ids, 0.96 s, against 0.15 s for one id). Here the ids
@@ -35,21 +37,15 @@ from pathlib import Path
 _STATS = Path("mutmut-stats.json")
 KILLERS = Path("mutation-killers.tsv")
 TIMES = Path("mutation-times.jsonl")
-# A killer slower than this keeps its place by duration. In session 6's run the fuzz test
-# (1.0 s in mutmut's stats, 3-7 s in a mutant's process) killed one mutant of nn.inputs.prepare
-# early, so it ran first for all the others, and killed 40 of the last 60 mutants of the run
-# that faster tests (test_errors', milliseconds) could have killed: those 60 took 465 s.
+# A killer slower than this keeps its place by duration. In session 6's run the fuzz test (1.0 s
+# in mutmut's stats, a median 5.6 s in a mutant's process) killed an early mutant of
+# nn.inputs.prepare, so it ran first for all the others: 40 of the run's last 60 mutants fell
+# to it, and those 60 took 465 s.
 SLOW_KILLER_S = 0.5
 
 
-def _mutant() -> str | None:
-    name = os.environ.get("MUTANT_UNDER_TEST", "")
-    if "__mutmut_" in name and Path.cwd().name == "mutants" and _STATS.is_file():
-        return name
-    return None
-
-
-# Read once, when mutmut's fork server collects, so every mutant's process inherits them.
+# Read once, when mutmut's fork server collects (in mutants/), so every mutant's process
+# inherits them.
 _IN_MUTANTS = Path.cwd().name == "mutants" and _STATS.is_file()
 _DURATIONS: dict[str, float] = (
     json.loads(_STATS.read_text())["duration_by_test"] if _IN_MUTANTS else {}
@@ -58,6 +54,11 @@ if _IN_MUTANTS:
     import torch._dynamo  # noqa: F401 (0. above)
 _PLAIN = os.environ.get("LSTMKIT_MUTATION_PLAIN") == "1"
 _run: dict = {}
+
+
+def _mutant() -> str | None:
+    name = os.environ.get("MUTANT_UNDER_TEST", "")
+    return name if _IN_MUTANTS and "__mutmut_" in name else None
 
 
 def _function(mutant: str) -> str:

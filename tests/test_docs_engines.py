@@ -44,13 +44,17 @@ def test_the_docs_table_lists_every_engine_with_its_priority() -> None:
         assert int(row[1]) == ENGINES[name].priority, f"docs/engines.md: priority of {name}"
 
 
+def _engines_named(doc: str, sentence: str) -> set[str]:
+    """The engines a sentence of the docstring lists: 'SENTENCE a, b and c.'"""
+    said = re.search(re.escape(sentence) + r" ([\w ,]+?)\.", doc).group(1)
+    return set(re.split(r",\s*|\s+and\s+", said))
+
+
 def test_the_package_docstring_lists_every_engine_and_who_has_resets() -> None:
     doc = engines_pkg.__doc__
     listed = set(re.findall(r'^\| "(\w+)"', doc, re.M))
     assert listed == set(ENGINES)
-    said = re.search(r"Per-sample resets run on ([\w ,]+?)\.", doc).group(1)
-    named = set(re.split(r",\s*|\s+and\s+", said))
+    named = _engines_named(doc, "Per-sample resets run on")
     assert named == {n for n, e in ENGINES.items() if e.supports_resets}
-    said = re.search(r"Interventions \(lstmkit.intervene\) run on ([\w ,]+?)\.", doc).group(1)
-    named = set(re.split(r",\s*|\s+and\s+", said))
+    named = _engines_named(doc, "Interventions (lstmkit.intervene) run on")
     assert named == {n for n, e in ENGINES.items() if e.supports_interventions}

@@ -180,7 +180,9 @@ def test_the_report_sums_each_module_s_costs_and_a_recheck_replaces_a_line(tmp_p
         {"mutant": "lstmkit.a.x_f__mutmut_3", "ran": 41, "seconds": 31.0, "failed": None},
         {"mutant": "lstmkit.b.x_g__mutmut_1", "ran": 1, "seconds": 0.25, "failed": "t9"},
     ]
-    (tmp_path / "mutation-times.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    text = "".join(json.dumps(x) + "\n" for x in lines)
+    text += '{"mutant": "lstmkit.b.x_g__mutmut_1", "ran": 9, "sec'  # a worker killed mid-write
+    (tmp_path / "mutation-times.jsonl").write_text(text)
     results = {
         "lstmkit/a.py": {f"lstmkit.a.x_f__mutmut_{i}": "killed" for i in (1, 2, 3, 4)},
         "lstmkit/b.py": {"lstmkit.b.x_g__mutmut_1": "killed"},
