@@ -50,7 +50,7 @@ _IN_MUTANTS = Path.cwd().name == "mutants" and _STATS.is_file()
 _DURATIONS: dict[str, float] = (
     json.loads(_STATS.read_text())["duration_by_test"] if _IN_MUTANTS else {}
 )
-if _IN_MUTANTS:
+if _IN_MUTANTS and Path("lstmkit").is_dir():  # mutmut's copy of the package (not a stand-in)
     import torch._dynamo  # noqa: F401 (0. above)
 _PLAIN = os.environ.get("LSTMKIT_MUTATION_PLAIN") == "1"
 _run: dict = {}
