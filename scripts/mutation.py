@@ -4,6 +4,7 @@
     python scripts/mutation.py --report     # report only, from the last run's mutants/
     python scripts/mutation.py --only "lstmkit.cells.*"   # a part (mutmut's name patterns)
     python scripts/mutation.py --recheck    # after writing tests: run the survivors again only
+    python scripts/mutation.py --all        # also the explained mutants whose code is unchanged
 
 Which files are mutated and which tests judge them is [tool.mutmut] in pyproject.toml. mutmut
 changes one thing at a time (an operator, a constant, a keyword argument), runs the tests that
@@ -11,6 +12,10 @@ cover the changed function, and calls the mutant killed when one fails. A mutant
 either a gap in the tests or *equivalent*: a change no test can see because the program means the
 same (a default argument passed explicitly with its default value, say). Each equivalent survivor
 is explained in scripts/mutation_equivalents.toml; every other survivor is a test to write.
+An explained mutant is not run again while its code is what it was when the explanation was
+recorded (a digest per mutant in scripts/mutation_reviewed.json, tests/mutation_hooks.py): it
+survives by definition. One whose function changed is run, and the report lists its explanation
+to re-read; `--confirm-explanations` records the new code once they are read.
 
 The score is (killed + killed outside) / (mutants - equivalent - message text), per module and
 overall (message text: a mutant that changes only an error message's wording, marked in the
@@ -36,6 +41,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.toml"
+REVIEWED = ROOT / "scripts" / "mutation_reviewed.json"
 REPORT = ROOT / "docs" / "mutation-report.md"
 RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
 TARGET = 0.90  # issue 14: at least 90% of non-equivalent mutants killed
@@ -49,13 +55,14 @@ STATUS.update({37: "caught by type check", None: "not checked"})
 STATUS.update({-11: "crashed", -6: "crashed", -9: "crashed"})
 
 
-def run_mutmut(only: str | None, workers: int) -> float:
+def run_mutmut(only: str | None, workers: int, everything: bool = False) -> float:
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)]
     if only:
         cmd.append(only)
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()
-    if subprocess.run(cmd, cwd=ROOT, env=_env()).returncode != 0:
+    env = dict(_env(), LSTMKIT_MUTATION_ALL="1") if everything else _env()
+    if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
         raise SystemExit(
             "error: mutmut stopped (its output is above). If it says the tests failed, the "
             "selected tests must pass on the unmutated code first: run them with pytest"
@@ -69,9 +76,10 @@ def _env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-def forget_survivors(mutants: Path, only: str | None) -> int:
+def forget_survivors(mutants: Path, only: str | None, codes_to_forget: tuple = (0,)) -> int:
     """Mark surviving mutants unchecked, so that the next mutmut run tries them again (mutmut
-    keeps every result it has; new tests are only given to unchecked mutants)."""
+    keeps every result it has; new tests are only given to unchecked mutants). With 34 in
+    codes_to_forget, the explained mutants that were skipped too (--all)."""
     import fnmatch
 
     n = 0
@@ -79,7 +87,7 @@ def forget_survivors(mutants: Path, only: str | None) -> int:
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
         for name, code in codes.items():
-            if code == 0 and (only is None or fnmatch.fnmatch(name, only)):
+            if code in codes_to_forget and (only is None or fnmatch.fnmatch(name, only)):
                 codes[name] = None
                 n += 1
         meta.write_text(json.dumps(data, indent=4))
@@ -125,16 +133,23 @@ def _kind(reason: str) -> str:
     return "message" if is_message(reason) else "outside" if is_outside(reason) else "equivalent"
 
 
+def _explained(status: str, name: str, equivalents: dict[str, str]) -> bool:
+    """A survivor with an explanation, run this time or skipped as unchanged."""
+    return status in ("survived", "skipped") and name in equivalents
+
+
 def summarise(results: dict, equivalents: dict[str, str]) -> tuple[list[dict], dict]:
     rows, total = [], Counter()
     for module, statuses in results.items():
         c = Counter(statuses.values())
-        explained = [k for k, s in statuses.items() if s == "survived" and k in equivalents]
+        explained = [k for k, s in statuses.items() if _explained(s, k, equivalents)]
         msg = sum(1 for k in explained if is_message(equivalents[k]))
         outside = sum(1 for k in explained if is_outside(equivalents[k]))
         c["equivalent"], c["message text"] = len(explained) - msg - outside, msg
         c["killed outside"] = outside
-        c["survived"] -= len(explained)
+        c["not rerun"] = sum(1 for k in explained if statuses[k] == "skipped")
+        c["survived"] -= len(explained) - c["not rerun"]
+        c["skipped"] -= c["not rerun"]
         c["mutants"] = len(statuses)
         if c["mutants"] > c["not checked"]:  # (a partial run: --only)
             rows.append({"module": module, **c})
@@ -186,11 +201,37 @@ def costs(mutants: Path, results: dict) -> list[dict]:
     return rows
 
 
-def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None:
+def record_reviewed(
+    results: dict,
+    equivalents: dict[str, str],
+    confirm: bool,
+    mutants: Path = ROOT / "mutants",
+    reviewed: Path = REVIEWED,
+) -> list[str]:
+    """Write scripts/mutation_reviewed.json: the digest of each explained survivor's code, which
+    lets the next run skip it while that code is unchanged (tests/mutation_hooks.py). A mutant
+    whose function changed since its explanation was recorded keeps its old digest (so it runs
+    again next time) and is returned, to be re-read, unless confirm says it was."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mutation_hooks import digests
+
+    previous = json.loads(reviewed.read_text())["mutants"] if reviewed.exists() else {}
+    names = [n for st in results.values() for n, s in st.items() if _explained(s, n, equivalents)]
+    now = digests(names, mutants)
+    changed = sorted(n for n in now if n in previous and previous[n] != now[n] and not confirm)
+    kept = {n: previous[n] if n in changed else now[n] for n in sorted(now)}
+    note = "written by scripts/mutation.py: the code each explanation was recorded against"
+    reviewed.write_text(json.dumps({"note": note, "mutants": kept}, indent=0) + "\n")
+    return changed
+
+
+def write_report(
+    results: dict, equivalents: dict[str, str], meta: dict, reread: list[str] = ()
+) -> None:
     rows, total = summarise(results, equivalents)
     cost_rows = costs(ROOT / "mutants", results)
     cols = ["mutants", "not checked", "killed", "killed outside", "timeout", "crashed"]
-    cols += ["survived", "equivalent", "message text", "no tests"]
+    cols += ["survived", "equivalent", "message text", "not rerun", "no tests"]
     lines = [
         "# Mutation testing report",
         "",
@@ -223,9 +264,26 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
         f"Target: {100 * TARGET:.0f}% of non-equivalent mutants killed. score: killed / "
         "(checked - equivalent - message text); strict: the message-text mutants counted as "
         "survivors (mutants that change only an error message's wording, see "
-        "scripts/mutation_equivalents.toml).",
+        "scripts/mutation_equivalents.toml). not rerun: explained mutants (of the equivalent, "
+        "message text and killed outside columns) skipped because their code is unchanged since "
+        "the explanation was recorded (`--all` runs them).",
         "",
     ]
+    if reread:
+        lines += [
+            "## Explanations to re-read",
+            "",
+            "These mutants' functions changed since their explanation was recorded, so the "
+            "explanation may no longer hold (mutmut numbers a function's mutants anew when it "
+            "changes). Read each against the diff below, fix or remove it in "
+            "scripts/mutation_equivalents.toml, then `python scripts/mutation.py --report "
+            "--confirm-explanations`.",
+            "",
+        ]
+        for name in reread:
+            module = next(m for m, st in results.items() if name in st)
+            lines += [f"### `{name}`", "", equivalents[name], "", "```diff"]
+            lines += [diff_of(name, module), "```", ""]
     if cost_rows:
         cost_cols = ["timed", "killed s", "survived s", "median killed s", "first test kills"]
         lines += [
@@ -253,7 +311,7 @@ def write_report(results: dict, equivalents: dict[str, str], meta: dict) -> None
         for statuses in results.values():
             for name, status in statuses.items():
                 reason = equivalents.get(name)
-                if status == "survived" and reason is not None and _kind(reason) == wanted:
+                if _explained(status, name, equivalents) and _kind(reason) == wanted:
                     text = reason.removeprefix("message: ").removeprefix("killed outside: ")
                     lines.append(f"- `{name}`: {text}")
         lines.append("")
@@ -283,14 +341,26 @@ def main() -> int:
         action="store_true",
         help="run the last run's surviving mutants again (after new tests), then report",
     )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also run the explained mutants whose code is unchanged (skipped by default)",
+    )
+    p.add_argument(
+        "--confirm-explanations",
+        action="store_true",
+        help="the report's 'Explanations to re-read' were read: record their new code",
+    )
     # for a run made by `python -m mutmut run` directly (or stopped early): its facts by hand
     p.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--commit", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ relative to the working directory
-    if args.recheck:
-        print(f"{forget_survivors(ROOT / 'mutants', args.only)} surviving mutants to run again")
-    seconds = 0.0 if args.report else run_mutmut(args.only, args.workers)
+    if args.recheck or args.all and (ROOT / "mutants").is_dir():
+        codes = (0, 34) if args.all else (0,)
+        n = forget_survivors(ROOT / "mutants", args.only, codes)
+        print(f"{n} surviving mutants to run again")
+    seconds = 0.0 if args.report else run_mutmut(args.only, args.workers, args.all)
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     from common import environment  # benchmarks/common.py: machine, versions, commit
 
@@ -301,7 +371,9 @@ def main() -> int:
     meta = {
         "command": previous.get("command", "python scripts/mutation.py")
         if not full_run
-        else "python scripts/mutation.py" + (f" --only '{args.only}'" if args.only else ""),
+        else "python scripts/mutation.py"
+        + (f" --only '{args.only}'" if args.only else "")
+        + (" --all" if args.all else ""),
         "commit": env.get("git_commit"),
         "machine": f"{env.get('cpu')}, {env.get('cpu_count', '?')} CPUs",
         "versions": f"python {env.get('python')}, torch {env.get('torch')}",
@@ -318,7 +390,9 @@ def main() -> int:
     if not results:
         print("no mutation results in mutants/: run without --report first", file=sys.stderr)
         return 1
-    write_report(results, {k: str(v) for k, v in equivalents.items()}, meta)
+    equivalents = {k: str(v) for k, v in equivalents.items()}
+    reread = record_reviewed(results, equivalents, args.confirm_explanations)
+    write_report(results, equivalents, meta, reread)
     return 0
 
 

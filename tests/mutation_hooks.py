@@ -23,20 +23,34 @@ mutant costs is pytest's start, its collection and the tests before the one that
    appends its function and killing test to `mutation-killers.tsv`, which later mutants read.
 3. **A record.** Each mutant's process appends one line to `mutation-times.jsonl` (mutant,
    tests selected and run, seconds, the failing test), which scripts/mutation.py summarises.
+4. **Explained mutants are not run again.** A mutant explained in
+   scripts/mutation_equivalents.toml survives by definition, and running every test that covers
+   its function is what it costs: 215 explained survivors took 1,738 s of the 7,609 s inside
+   pytest in session 6's run. scripts/mutation_reviewed.json holds a digest of each explained
+   mutant's code (its function and the mutated copy, as mutmut wrote them) from the run whose
+   report recorded the explanation. A mutant whose code still has that digest exits at once with
+   mutmut's "skipped" code (34); one whose function changed is run (and its explanation listed
+   to re-read). Like mutmut's own cache, this trusts an unchanged function to mutate alike.
 
-LSTMKIT_MUTATION_PLAIN=1 turns 1 and 2 off (to measure what they save).
+LSTMKIT_MUTATION_PLAIN=1 turns 1 and 2 off (to measure what they save); LSTMKIT_MUTATION_ALL=1
+turns 4 off (`python scripts/mutation.py --all`).
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 _STATS = Path("mutmut-stats.json")
 KILLERS = Path("mutation-killers.tsv")
 TIMES = Path("mutation-times.jsonl")
+REVIEWED = Path("..") / "scripts" / "mutation_reviewed.json"  # mutants/ sits in the checkout
+SKIPPED = 34  # mutmut's exit code for "skipped" (mutmut/stats.py)
 # A killer slower than this keeps its place by duration. In session 6's run the fuzz test (1.0 s
 # in mutmut's stats, a median 5.6 s in a mutant's process) killed an early mutant of
 # nn.inputs.prepare, so it ran first for all the others: 40 of the run's last 60 mutants fell
@@ -53,7 +67,50 @@ _DURATIONS: dict[str, float] = (
 if _IN_MUTANTS and Path("lstmkit").is_dir():  # mutmut's copy of the package (not a stand-in)
     import torch._dynamo  # noqa: F401 (0. above)
 _PLAIN = os.environ.get("LSTMKIT_MUTATION_PLAIN") == "1"
+_ALL = os.environ.get("LSTMKIT_MUTATION_ALL") == "1"
 _run: dict = {}
+
+
+def _module_file(root: Path, module: str) -> Path:
+    path = root.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def digests(names: Iterable[str], root: Path) -> dict[str, str]:
+    """{mutant: digest of its function's original and mutated code} as mutmut wrote them under
+    root (mutants/). mutmut keeps the original as x_f__mutmut_orig and mutant n as x_f__mutmut_n;
+    a mutant whose code is not there (its function gone or no longer mutated) is left out."""
+    by_module: dict[str, list[str]] = {}
+    for name in names:
+        by_module.setdefault(_module(name), []).append(name)
+    out = {}
+    for module, members in by_module.items():
+        path = _module_file(root, module)
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        code = {
+            node.name: "".join(lines[node.lineno - 1 : node.end_lineno])
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+        for name in members:
+            short = name.rsplit(".", 1)[1]  # x_check_size__mutmut_3
+            orig = short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+            if short in code and orig in code:
+                both = (code[orig] + "\0" + code[short]).encode()
+                out[name] = hashlib.sha256(both).hexdigest()[:16]
+    return out
+
+
+def _unchanged_explained() -> frozenset[str]:
+    """The explained mutants whose code is what it was when their explanation was recorded."""
+    if not REVIEWED.is_file():
+        return frozenset()
+    reviewed = json.loads(REVIEWED.read_text())["mutants"]
+    now = digests(reviewed, Path.cwd())
+    return frozenset(name for name, digest in now.items() if reviewed[name] == digest)
 
 
 def _mutant() -> str | None:
@@ -69,11 +126,22 @@ def _module(mutant: str) -> str:
     return _function(mutant).rsplit(".", 1)[0]  # lstmkit.nn.checks
 
 
+# worked out once, in the fork server (a few seconds: it parses the mutated files)
+_SKIP = _unchanged_explained() if _IN_MUTANTS and not _ALL else frozenset()
+
+
 def configure(config) -> None:
     mutant = _mutant()
     if mutant is None:
         return
     _run.update(mutant=mutant, start=time.perf_counter(), ran=0, failed=None, selected=None)
+    if mutant in _SKIP:  # (4. above) no session starts, so the record is written here
+        import pytest
+
+        _run.update(selected=0, explained=True)
+        _record(SKIPPED)
+        _run.clear()
+        pytest.exit("explained in scripts/mutation_equivalents.toml, code unchanged", SKIPPED)
     if _PLAIN:
         return
     ids = [a for a in config.args if "::" in a]
@@ -139,8 +207,11 @@ def logreport(report) -> None:
 
 
 def sessionfinish(exitstatus: int) -> None:
-    if not _run:
-        return
+    if _run:
+        _record(exitstatus)
+
+
+def _record(exitstatus: int) -> None:
     mutant, failed = _run["mutant"], _run["failed"]
     record = {
         "mutant": mutant,
@@ -150,6 +221,8 @@ def sessionfinish(exitstatus: int) -> None:
         "failed": failed,
         "exit": int(exitstatus),
     }
+    if _run.get("explained"):
+        record["explained"] = True
     # one short write each, in append mode: the two workers' lines do not interleave
     with TIMES.open("a") as f:
         f.write(json.dumps(record) + "\n")

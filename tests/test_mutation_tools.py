@@ -68,12 +68,17 @@ def _mutants(tmp_path: Path) -> Path:
     return d
 
 
-def _pytest(cwd: Path, *ids: str, mutant: str | None = MUTANT, plain: bool = False):
-    env = {k: v for k, v in os.environ.items() if k not in ("MUTANT_UNDER_TEST", "PYTEST_ADDOPTS")}
+def _pytest(
+    cwd: Path, *ids: str, mutant: str | None = MUTANT, plain: bool = False, everything=False
+):
+    drop = ("MUTANT_UNDER_TEST", "PYTEST_ADDOPTS", "LSTMKIT_MUTATION_ALL", "LSTMKIT_MUTATION_PLAIN")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     if mutant:
         env["MUTANT_UNDER_TEST"] = mutant
     if plain:
         env["LSTMKIT_MUTATION_PLAIN"] = "1"
+    if everything:
+        env["LSTMKIT_MUTATION_ALL"] = "1"
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir=.", "-v", *ids]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
@@ -167,6 +172,85 @@ def test_outside_a_mutation_run_the_hooks_do_nothing(tmp_path):
     assert not (other / "mutation-times.jsonl").exists()
 
 
+# mutmut's copy of a module: the original function and two mutants of it
+MODULE = """
+def x_f__mutmut_orig(a):
+    return a + 1
+
+def x_f__mutmut_3(a):
+    return a - 1
+
+def x_f__mutmut_4(a):
+    return a + 2
+"""
+
+
+def _hooks_and_script():
+    sys.path[:0] = [str(HOOKS.parent), str(ROOT / "scripts")]
+    try:
+        import mutation
+        import mutation_hooks
+    finally:
+        del sys.path[:2]
+    return mutation_hooks, mutation
+
+
+def test_an_explained_mutant_whose_code_is_unchanged_is_skipped_and_a_changed_one_runs(tmp_path):
+    hooks, _ = _hooks_and_script()
+    d = _mutants(tmp_path)
+    (d / "pkg").mkdir()
+    (d / "pkg" / "mod.py").write_text(MODULE)
+    digest = hooks.digests([MUTANT], d)[MUTANT]
+    # the digest covers the original function and the mutant, nothing else
+    assert hooks.digests(["pkg.mod.x_f__mutmut_4", "pkg.mod.x_g__mutmut_1"], d).keys() == {
+        "pkg.mod.x_f__mutmut_4"
+    }
+    (tmp_path / "scripts").mkdir()
+    reviewed = tmp_path / "scripts" / "mutation_reviewed.json"
+    reviewed.write_text(json.dumps({"mutants": {MUTANT: digest}}))
+
+    r = _pytest(d, FAST, BREAKS)
+    assert r.returncode == 34, r.stdout + r.stderr  # mutmut's "skipped"
+    assert _ran(r.stdout) == []
+    (record,) = _records(d)
+    assert record | {"seconds": 0} == {
+        "mutant": MUTANT,
+        "selected": 0,
+        "ran": 0,
+        "seconds": 0,
+        "failed": None,
+        "exit": 34,
+        "explained": True,
+    }
+    # --all runs it; so does a mutant of the same function that has no explanation
+    assert _ran(_pytest(d, FAST, everything=True).stdout) == [FAST]
+    assert _ran(_pytest(d, FAST, mutant="pkg.mod.x_f__mutmut_4").stdout) == [FAST]
+    # the function changed since the explanation was recorded: it runs (and is killed)
+    (d / "pkg" / "mod.py").write_text(MODULE.replace("a + 1", "a + 1.0"))
+    r = _pytest(d, "-x", FAST, BREAKS)
+    assert r.returncode == 1 and _ran(r.stdout) == [FAST, BREAKS]
+
+
+def test_a_changed_explanation_is_listed_to_reread_until_confirmed(tmp_path):
+    hooks, mutation = _hooks_and_script()
+    d = tmp_path / "mutants"
+    (d / "pkg").mkdir(parents=True)
+    (d / "pkg" / "mod.py").write_text(MODULE)
+    reviewed = tmp_path / "reviewed.json"
+    results = {"pkg/mod.py": {MUTANT: "survived", "pkg.mod.x_f__mutmut_4": "killed"}}
+    why = {MUTANT: "a - 1 for a + 1: the same here"}
+
+    assert mutation.record_reviewed(results, why, False, d, reviewed) == []  # first record
+    first = json.loads(reviewed.read_text())["mutants"]
+    assert first == hooks.digests([MUTANT], d)  # the killed mutant is not recorded
+    (d / "pkg" / "mod.py").write_text(MODULE.replace("a + 1", "a + 1.0"))
+    results["pkg/mod.py"][MUTANT] = "skipped"
+    assert mutation.record_reviewed(results, why, False, d, reviewed) == [MUTANT]
+    assert json.loads(reviewed.read_text())["mutants"] == first  # so it still runs next time
+    assert mutation.record_reviewed(results, why, True, d, reviewed) == []
+    assert json.loads(reviewed.read_text())["mutants"] == hooks.digests([MUTANT], d) != first
+
+
 def test_the_report_sums_each_module_s_costs_and_a_recheck_replaces_a_line(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
@@ -228,3 +312,8 @@ def test_the_score_counts_each_kind_of_explained_survivor_its_own_way():
     assert (row["equivalent"], row["message text"], row["killed outside"]) == (1, 1, 1)
     assert row["score"] == 7 / 8 and row["strict score"] == 7 / 9
     assert total["score"] == 7 / 8
+    # the same explained mutants skipped as unchanged (not rerun) count the same way
+    skipped = statuses | {"eq": "skipped", "msg": "skipped", "out": "skipped"}
+    (again,), _ = mutation.summarise({"lstmkit/a.py": skipped}, reasons)
+    assert again["not rerun"] == 3 and again["skipped"] == 0
+    assert {k: again[k] for k in row} == row | {"not rerun": 3}
