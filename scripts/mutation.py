@@ -245,7 +245,9 @@ def write_report(
             "checked (the table's 'not checked')"
         )
         + (
-            f", the recheck of its survivors {meta['recheck_minutes']:.0f} min"
+            ", the recheck of its survivors"
+            + (" and explained mutants (--all)" if meta.get("recheck_all") else "")
+            + f" {meta['recheck_minutes']:.0f} min"
             if meta.get("recheck_minutes")
             else ""
         )
@@ -356,7 +358,9 @@ def main() -> int:
     p.add_argument("--commit", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ relative to the working directory
-    if args.recheck or args.all and (ROOT / "mutants").is_dir():
+    # --all after a run: its survivors and its skipped explained mutants again, as a recheck
+    args.recheck = args.recheck or args.all and (ROOT / "mutants" / "mutmut-stats.json").is_file()
+    if args.recheck:
         codes = (0, 34) if args.all else (0,)
         n = forget_survivors(ROOT / "mutants", args.only, codes)
         print(f"{n} surviving mutants to run again")
@@ -379,6 +383,7 @@ def main() -> int:
         "versions": f"python {env.get('python')}, torch {env.get('torch')}",
         "minutes": seconds / 60 if full_run else previous.get("minutes", 0.0),
         "recheck_minutes": seconds / 60 if args.recheck else previous.get("recheck_minutes"),
+        "recheck_all": args.all if args.recheck else previous.get("recheck_all", False),
     }
     if not full_run and previous.get("commit"):
         meta["commit"] = previous["commit"]  # the code that was mutated, not today's HEAD

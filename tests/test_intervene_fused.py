@@ -107,6 +107,26 @@ def test_fused_interventions_equal_the_reference(kind, kw, loops, monkeypatch):
     assert_same(run(layer, "reference", x, edit, value), run(layer, "fused", x, edit, value))
 
 
+@pytest.mark.parametrize("loops", ["compiled", "python"])
+@pytest.mark.usefixtures("compiled_loops")
+def test_a_patched_cell_value_gets_its_gradient_on_the_fused_engine(loops, monkeypatch):
+    """A differentiable value patched into the LSTM's cell state (the other tests patch c with
+    constants only): its gradient on the fused engine equals the reference engine's, and is not
+    zero, since the loss reads every later step."""
+    if loops == "python":
+        monkeypatch.setenv(cpu_loops.ENV_SWITCH, "0")
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(I, H, 2).to(F64)
+    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+    value = torch.randn(T, B, 2, dtype=F64, requires_grad=True)
+    edit = Intervention((Edit(layer=1, state="c", units=[0, 3], steps=[1, 4], value=value),))
+    fused = run(layer, "fused", x, edit, value)
+    assert_same(run(layer, "reference", x, edit, value), fused)
+    d_value = fused[1][1]
+    assert d_value[[1, 4]].abs().min() > 0  # the patched steps' units all carry a gradient
+    assert d_value[[0, 2, 3, 5]].abs().max() == 0  # steps not patched: the value is not read
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_fused_interventions_with_resets_and_lengths(kind):
     torch.manual_seed(0)
