@@ -248,6 +248,7 @@ def write_report(
             ", the recheck of its survivors"
             + (" and explained mutants (--all)" if meta.get("recheck_all") else "")
             + f" {meta['recheck_minutes']:.0f} min"
+            + (f" at commit `{meta['recheck_commit']}`" if meta.get("recheck_commit") else "")
             if meta.get("recheck_minutes")
             else ""
         )
@@ -384,6 +385,7 @@ def main() -> int:
         "minutes": seconds / 60 if full_run else previous.get("minutes", 0.0),
         "recheck_minutes": seconds / 60 if args.recheck else previous.get("recheck_minutes"),
         "recheck_all": args.all if args.recheck else previous.get("recheck_all", False),
+        "recheck_commit": env.get("git_commit") if args.recheck else previous.get("recheck_commit"),
     }
     if not full_run and previous.get("commit"):
         meta["commit"] = previous["commit"]  # the code that was mutated, not today's HEAD
