@@ -295,7 +295,8 @@ def write_report(
             "Seconds inside pytest per mutant, summed over both workers (tests/mutation_hooks.py "
             "records them); wall time is about half the sum plus mutmut's own work. "
             "'first test kills': killed by the first test run (the killers of the same "
-            "function are run first).",
+            "function are run first). A rechecked mutant's line is the recheck's (after "
+            "`--all`, 'survived s' is what the explained mutants cost when run).",
             "",
             "| module | " + " | ".join(cost_cols) + " |",
             "|---|" + "---|" * len(cost_cols),
