@@ -225,6 +225,16 @@ def record_reviewed(
     return changed
 
 
+def stale_explanations(results: dict, equivalents: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, status) of each explanation whose mutant was caught, or does not exist."""
+    known = {name: status for statuses in results.values() for name, status in statuses.items()}
+    out = [(name, known.get(name, "no such mutant")) for name in equivalents]
+    return [(name, status) for name, status in out if status not in _STILL_EXPLAINED]
+
+
+_STILL_EXPLAINED = ("survived", "skipped", "not checked")
+
+
 def write_report(
     results: dict, equivalents: dict[str, str], meta: dict, reread: list[str] = ()
 ) -> None:
@@ -319,6 +329,18 @@ def write_report(
                     text = reason.removeprefix("message: ").removeprefix("killed outside: ")
                     lines.append(f"- `{name}`: {text}")
         lines.append("")
+    stale = [f"- `{name}`: {status}" for name, status in stale_explanations(results, equivalents)]
+    if stale:
+        lines += [
+            "## Explanations to remove",
+            "",
+            "Entries of scripts/mutation_equivalents.toml whose mutant was caught this time or "
+            "does not exist (its function changed or is gone): a new test kills it, or the "
+            "name now means another change.",
+            "",
+            *stale,
+            "",
+        ]
     lines += ["## Surviving mutants (gaps in the tests)", ""]
     for module, statuses in results.items():
         for name, status in statuses.items():

@@ -317,3 +317,10 @@ def test_the_score_counts_each_kind_of_explained_survivor_its_own_way():
     (again,), _ = mutation.summarise({"lstmkit/a.py": skipped}, reasons)
     assert again["not rerun"] == 3 and again["skipped"] == 0
     assert {k: again[k] for k in row} == row | {"not rerun": 3}
+    # an explanation whose mutant is now caught, or gone, is listed for removal
+    reasons |= {"m0": "stale", "t": "stale", "gone": "its function changed"}
+    assert mutation.stale_explanations({"lstmkit/a.py": skipped}, reasons) == [
+        ("m0", "killed"),
+        ("t", "timeout"),
+        ("gone", "no such mutant"),
+    ]
