@@ -215,24 +215,31 @@ def record_reviewed(
     sys.path.insert(0, str(ROOT / "tests"))
     from mutation_hooks import digests
 
-    previous = json.loads(reviewed.read_text())["mutants"] if reviewed.exists() else {}
+    try:
+        previous = json.loads(reviewed.read_text())["mutants"] if reviewed.exists() else {}
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(
+            f"error: {reviewed} is not the digest file scripts/mutation.py writes ({e!r}). "
+            "Restore it (git checkout -- scripts/mutation_reviewed.json), or delete it to record "
+            "every explanation afresh against this run's code"
+        ) from None
     names = [n for st in results.values() for n, s in st.items() if _explained(s, n, equivalents)]
     now = digests(names, mutants)
     changed = sorted(n for n in now if n in previous and previous[n] != now[n] and not confirm)
     kept = {n: previous[n] if n in changed else now[n] for n in sorted(now)}
     note = "written by scripts/mutation.py: the code each explanation was recorded against"
-    reviewed.write_text(json.dumps({"note": note, "mutants": kept}, indent=0) + "\n")
+    part = reviewed.with_name(reviewed.name + ".part")  # a kill mid-write leaves the old file
+    part.write_text(json.dumps({"note": note, "mutants": kept}, indent=0) + "\n")
+    part.replace(reviewed)
     return changed
 
 
 def stale_explanations(results: dict, equivalents: dict[str, str]) -> list[tuple[str, str]]:
     """(name, status) of each explanation whose mutant was caught, or does not exist."""
     known = {name: status for statuses in results.values() for name, status in statuses.items()}
+    still = ("survived", "skipped", "not checked")
     out = [(name, known.get(name, "no such mutant")) for name in equivalents]
-    return [(name, status) for name, status in out if status not in _STILL_EXPLAINED]
-
-
-_STILL_EXPLAINED = ("survived", "skipped", "not checked")
+    return [(name, status) for name, status in out if status not in still]
 
 
 def write_report(
@@ -381,6 +388,8 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--commit", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.confirm_explanations and not args.report:
+        p.error("--confirm-explanations goes with --report: read the report's list first")
     os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ relative to the working directory
     # --all after a run: its survivors and its skipped explained mutants again, as a recheck
     args.recheck = args.recheck or args.all and (ROOT / "mutants" / "mutmut-stats.json").is_file()

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HOOKS = Path(__file__).with_name("mutation_hooks.py")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,6 +227,11 @@ def test_an_explained_mutant_whose_code_is_unchanged_is_skipped_and_a_changed_on
     # --all runs it; so does a mutant of the same function that has no explanation
     assert _ran(_pytest(d, FAST, everything=True).stdout) == [FAST]
     assert _ran(_pytest(d, FAST, mutant="pkg.mod.x_f__mutmut_4").stdout) == [FAST]
+    # a digest file cut short by a kill mid-write: nothing is skipped, and the run goes on
+    reviewed.write_text(json.dumps({"mutants": {MUTANT: digest}})[:20])
+    r = _pytest(d, FAST)
+    assert r.returncode == 0 and _ran(r.stdout) == [FAST], r.stdout + r.stderr
+    reviewed.write_text(json.dumps({"mutants": {MUTANT: digest}}))
     # the function changed since the explanation was recorded: it runs (and is killed)
     (d / "pkg" / "mod.py").write_text(MODULE.replace("a + 1", "a + 1.0"))
     r = _pytest(d, "-x", FAST, BREAKS)
@@ -249,6 +256,20 @@ def test_a_changed_explanation_is_listed_to_reread_until_confirmed(tmp_path):
     assert json.loads(reviewed.read_text())["mutants"] == first  # so it still runs next time
     assert mutation.record_reviewed(results, why, True, d, reviewed) == []
     assert json.loads(reviewed.read_text())["mutants"] == hooks.digests([MUTANT], d) != first
+    reviewed.write_text("{")  # not ours: refused with what to do, not a traceback
+    with pytest.raises(SystemExit, match="git checkout"):
+        mutation.record_reviewed(results, why, False, d, reviewed)
+    assert reviewed.read_text() == "{"
+
+
+def test_confirming_explanations_needs_the_report_flag():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "mutation.py"), "--confirm-explanations"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "goes with --report" in r.stderr
 
 
 def test_the_report_sums_each_module_s_costs_and_a_recheck_replaces_a_line(tmp_path):
